@@ -1,0 +1,231 @@
+"""Typed run configuration, recipe presets and the stage keys that make stage-1 reuse exact."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Optim:
+    """Optimiser and schedule of one stage (SGD + linear warm-up + step or cosine decay)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    momentum: float = 0.9
+    warmup_epochs: int = 0
+    schedule: str = "step"  # step | cosine
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    nesterov: bool = False
+
+    def with_epochs(self, epochs: int) -> "Optim":
+        """Same schedule shape over a different length: milestones and warm-up scale with it."""
+        if epochs == self.epochs:
+            return self
+        ratio = epochs / self.epochs
+        milestones = tuple(sorted({max(1, round(m * ratio)) for m in self.milestones if round(m * ratio) < epochs}))
+        warmup = min(int(self.warmup_epochs * ratio), max(epochs - 1, 0))
+        return replace(self, epochs=epochs, milestones=milestones, warmup_epochs=warmup)
+
+    def lr_at(self, epoch: float) -> float:
+        """Learning rate at a (fractional) epoch: warm-up is per step, decay per epoch."""
+        import math
+
+        if self.warmup_epochs and epoch < self.warmup_epochs:
+            return self.lr * epoch / self.warmup_epochs  # callers pass epoch + (step + 1) / steps
+        if self.schedule == "cosine":
+            span = max(self.epochs - self.warmup_epochs, 1)
+            return 0.5 * self.lr * (1 + math.cos(math.pi * min(epoch - self.warmup_epochs, span) / span))
+        if self.schedule == "constant":
+            return self.lr
+        factor = 1.0
+        for milestone in self.milestones:
+            if epoch >= milestone:
+                factor *= self.gamma
+        return self.lr * factor
+
+
+TRAINABLE = ("all", "classifier", "scales", "none")
+SAMPLERS = ("instance", "class-balanced", "sqrt", "progressive")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage, described as data so that it can be hashed, cached and shared.
+
+    ``loss`` names the loss: "ce" (cross-entropy, with ``options['label_smoothing']``) is understood by
+    every method; a method that defines its own loss names the stage's loss after itself, and its
+    options (switches) go into ``options`` so that they become part of the stage key.
+    """
+
+    name: str
+    optim: Optim | None = None
+    trainable: str = "all"
+    sampler: str = "instance"
+    loss: str = "ce"
+    options: tuple[tuple[str, Any], ...] = ()
+    reinit_classifier: bool = False
+    intermediates: bool = False  # the loss needs multi-stage feature maps
+    post: str | None = None  # name of a post-hoc step the method runs after training (e.g. tau-norm)
+
+    def __post_init__(self):
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"stage '{self.name}': trainable must be one of {TRAINABLE}, got '{self.trainable}'")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"stage '{self.name}': sampler must be one of {SAMPLERS}, got '{self.sampler}'")
+        if isinstance(self.options, dict):
+            object.__setattr__(self, "options", tuple(sorted(self.options.items())))
+
+    @property
+    def opts(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def epochs(self) -> int:
+        return self.optim.epochs if self.optim and self.trainable != "none" else 0
+
+    def spec(self) -> dict:
+        spec = dataclasses.asdict(self)
+        spec["options"] = {k: v for k, v in self.options}
+        return spec
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Schedule presets: stage 1 (representation) and stage 2 (classifier balancing)."""
+
+    name: str
+    stage1: Optim
+    stage2: Optim
+    description: str = ""
+
+    def representation(self, loss: str = "ce", **options) -> Stage:
+        """The plain stage 1 shared by every decoupled method (same spec, same key, trained once)."""
+        return Stage("representation", optim=self.stage1, loss=loss, options=options)
+
+    def classifier(self, name: str = "classifier", trainable: str = "classifier", reinit: bool = True,
+                   sampler: str = "class-balanced", loss: str = "ce", **options) -> Stage:
+        return Stage(name, optim=self.stage2, trainable=trainable, sampler=sampler,
+                     reinit_classifier=reinit, loss=loss, options=options)
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(
+        "paper",
+        # BagofTricks-LT / LDAM-DRW CIFAR schedule (PROTOCOL.md)
+        Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5,
+              milestones=(160, 180), gamma=0.01),
+        Optim(epochs=30, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=5,
+              milestones=(10, 20), gamma=0.1),
+        "CIFAR-LT paper schedule: 200 + 30 epochs (BagofTricks-LT)",
+    ),
+    "imagenet": Recipe(
+        "imagenet",
+        # Kang et al. 2020, ImageNet-LT ResNeXt-50
+        Optim(epochs=90, lr=0.2, batch_size=512, weight_decay=5e-4, schedule="cosine"),
+        Optim(epochs=10, lr=0.2, batch_size=512, weight_decay=5e-4, schedule="cosine"),
+        "ImageNet-LT / Places-LT / iNat schedule of Kang et al.: 90 + 10 epochs, cosine",
+    ),
+    "cpu": Recipe(
+        "cpu",
+        Optim(epochs=30, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=2,
+              milestones=(24, 28), gamma=0.1),
+        Optim(epochs=10, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=1,
+              milestones=(6, 8), gamma=0.1),
+        "the paper schedule's shape shortened to 30 + 10 epochs for 2 CPU cores (not comparable with paper numbers)",
+    ),
+    "tiny": Recipe(
+        "tiny",
+        Optim(epochs=30, lr=0.025, batch_size=32, weight_decay=2e-4, warmup_epochs=2,
+              milestones=(24, 28), gamma=0.1),
+        Optim(epochs=10, lr=0.025, batch_size=32, weight_decay=5e-4, warmup_epochs=1,
+              milestones=(6, 8), gamma=0.1),
+        "the cpu recipe at batch 32 (lr scaled linearly) for data sets of a few hundred images (digits-lt)",
+    ),
+    "smoke": Recipe(
+        "smoke",
+        Optim(epochs=3, lr=0.025, batch_size=32, weight_decay=2e-4, milestones=(2,)),
+        Optim(epochs=2, lr=0.025, batch_size=32, weight_decay=5e-4, milestones=()),
+        "seconds on digits-lt: checks that everything runs, not what it scores",
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(RECIPES), n=2)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown recipe '{name}'{hint} (choose from {', '.join(RECIPES)})")
+    return RECIPES[name]
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. Resolved values are written to the run's config.json."""
+
+    method: str = "dasl"
+    method_options: dict = field(default_factory=dict)
+    dataset: str = "digits-lt"
+    imbalance: float | None = None  # None: the dataset's default
+    profile: str = "exp"  # exp (LDAM-DRW rule) | step
+    subset_seed: int = 0  # numpy seed of the LT subset (PROTOCOL.md: default 0)
+    val_per_class: int | None = None  # None: the dataset's default
+    backbone: str | None = None  # None: the dataset's default
+    pretrained: bool = False
+    recipe: str | None = None  # None: the dataset's default
+    epochs: int | None = None
+    stage2_epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    stage2_lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    compile: bool = False
+    data_root: str | None = None
+    out: str = "results"
+    run_name: str | None = None
+    resume: bool = False
+    plugins: list = field(default_factory=list)
+    eval_batch_size: int = 1024
+    workers: int = 4
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """Short content hash of a JSON-able object (sorted keys, so dict order never matters)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:length]
+
+
+def scaled_optim(optim: Optim, batch_size: int | None, lr: float | None, epochs: int | None,
+                 notices: list[str], label: str) -> Optim:
+    """Apply CLI overrides; a batch size other than the recipe's scales the lr linearly (Goyal et al.)."""
+    if epochs is not None:
+        if epochs < 0:
+            raise ConfigError(f"{label} epochs must be >= 0, got {epochs}")
+        optim = optim.with_epochs(epochs) if epochs > 0 else replace(optim, epochs=0)
+    base_lr = lr if lr is not None else optim.lr
+    if lr is not None and lr <= 0:
+        raise ConfigError(f"{label} learning rate must be > 0, got {lr}")
+    if batch_size is not None and batch_size != optim.batch_size:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        new_lr = base_lr * batch_size / optim.batch_size
+        notices.append(
+            f"{label}: batch size {batch_size} instead of the recipe's {optim.batch_size}: "
+            f"learning rate scaled linearly {base_lr:g} -> {new_lr:g}"
+        )
+        return replace(optim, batch_size=batch_size, lr=new_lr)
+    return replace(optim, lr=base_lr)

@@ -1,0 +1,78 @@
+"""Data: sources (registered datasets), long-tailed subsets, samplers and the two loader paths."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..registry import DATASETS
+from .base import ArraySplit, Augment, DatasetSource, FileSplit, Sources  # noqa: F401
+from .longtail import balanced_val_split, group_sizes, lt_subset, shot_groups
+from .loaders import FileLoader, TensorLoader
+from . import sources as _sources  # noqa: F401  (registers the datasets)
+
+DATA_ROOT_ENV = "LTBENCH_DATA"
+
+
+def default_data_root() -> Path:
+    import os
+
+    return Path(os.environ.get(DATA_ROOT_ENV, Path.home() / "data"))
+
+
+def get_source(name: str) -> DatasetSource:
+    return DATASETS.create(name)
+
+
+@dataclass
+class DataBundle:
+    """The long-tailed train subset, the balanced validation split and the test set of one run."""
+
+    source: DatasetSource
+    train: ArraySplit | FileSplit
+    val: ArraySplit | FileSplit
+    test: ArraySplit | FileSplit
+    class_counts: np.ndarray
+    train_indices: np.ndarray | None = None  # into the balanced pool (None: published LT list)
+    val_indices: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    def loader(self, split: str, device: torch.device, workers: int = 4):
+        data = {"train": self.train, "val": self.val, "test": self.test}[split]
+        src = self.source
+        if isinstance(data, ArraySplit):
+            return TensorLoader(data, src.num_classes, src.mean, src.std, src.augment, device)
+        return FileLoader(data, src.num_classes, src.mean, src.std, src.image_size, device, workers)
+
+
+def build_data(dataset: str, data_root: str | Path | None, imbalance: float | None, profile: str = "exp",
+               subset_seed: int = 0, val_per_class: int | None = None, download: bool = False) -> DataBundle:
+    """Load a source and apply the LDAM-DRW long-tail rule (PROTOCOL.md) with its validation split."""
+    source = get_source(dataset)
+    root = Path(data_root).expanduser() if data_root else default_data_root()
+    sources = source.load(root, download=download)
+    info = dict(sources.info)
+    if source.long_tailed_pool:
+        train, test = sources.train, sources.test
+        val = sources.val if sources.val is not None else sources.test
+        train_idx = val_idx = None
+        info["imbalance"] = None
+    else:
+        imbalance = source.default_imbalance if imbalance is None else imbalance
+        pool = sources.train
+        train_idx = lt_subset(pool.labels, source.num_classes, imbalance, profile, subset_seed)
+        per_class = source.val_per_class if val_per_class is None else val_per_class
+        val_idx, overlap = balanced_val_split(pool.labels, train_idx, source.num_classes, per_class, subset_seed)
+        train, val, test = pool.subset(train_idx), pool.subset(val_idx), sources.test
+        info.update(imbalance=imbalance, profile=profile, subset_seed=subset_seed, val_per_class=per_class,
+                    val_from_train_classes=overlap)
+    counts = np.bincount(train.labels, minlength=source.num_classes)
+    info.update(train_size=int(len(train)), val_size=int(len(val)), test_size=int(len(test)),
+                group_sizes=group_sizes(counts), class_names=list(sources.class_names))
+    return DataBundle(source, train, val, test, counts, train_idx, val_idx, info)

@@ -1,0 +1,134 @@
+"""Two data paths behind one interface: ``epoch(kind, generator, batch_size)`` yields training batches
+and ``batches(batch_size)`` yields evaluation batches, each a dict with x (float, normalised), y, idx.
+
+- TensorLoader: small images (digits, MNIST, CIFAR) live on the training device as one uint8 tensor;
+  sampling, cropping, flipping and normalising happen on whole batches there.
+- FileLoader: big data sets (ImageNet-LT, Places-LT, iNat18) decode files in DataLoader workers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .augment import normalize, random_crop_flip
+from .base import ArraySplit, Augment, FileSplit
+from .samplers import IndexStream
+
+
+def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Each DDP rank takes every world-th index of the shared stream (padded to equal length)."""
+    if world == 1:
+        return indices
+    per_rank = -(-len(indices) // world)
+    padded = torch.cat([indices, indices[: per_rank * world - len(indices)]])
+    return padded[rank::world]
+
+
+class TensorLoader:
+    def __init__(self, split: ArraySplit, num_classes: int, mean, std, augment: Augment, device: torch.device):
+        self.device = device
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images.transpose(0, 3, 1, 2))).to(device)
+        self.labels = torch.from_numpy(split.labels.astype(np.int64)).to(device)
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.augment = augment
+        self.stream = IndexStream(self.labels, num_classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        return -(-(-(-len(self) // world)) // batch_size)
+
+    def epoch(self, kind: str, generator: torch.Generator, batch_size: int, progress: float = 0.0,
+              rank: int = 0, world: int = 1):
+        indices = shard(self.stream.epoch(kind, generator, progress), rank, world)
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start:start + batch_size]
+            images = random_crop_flip(self.images[idx], self.augment, generator)
+            yield {"x": normalize(images, self.mean, self.std), "y": self.labels[idx], "idx": idx}
+
+    def batches(self, batch_size: int, rank: int = 0, world: int = 1):
+        indices = shard(torch.arange(len(self), device=self.device), rank, world)
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start:start + batch_size]
+            yield {"x": normalize(self.images[idx], self.mean, self.std), "y": self.labels[idx], "idx": idx}
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, split: FileSplit, transform):
+        self.split, self.transform = split, transform
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, index):
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        image = decode_image(read_file(str(self.split.root / self.split.paths[index])), mode=ImageReadMode.RGB)
+        return self.transform(image), int(self.split.labels[index]), index
+
+
+class _IndexSampler(torch.utils.data.Sampler):
+    """Yields whatever epoch stream was set last (keeps persistent workers alive across epochs)."""
+
+    def __init__(self):
+        self.indices: list[int] = []
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class FileLoader:
+    def __init__(self, split: FileSplit, num_classes: int, mean, std, image_size: int, device: torch.device,
+                 workers: int = 4, train: bool = True):
+        from torchvision.transforms import v2
+
+        self.device = device
+        self.labels = torch.from_numpy(split.labels.astype(np.int64))
+        self.stream = IndexStream(self.labels, num_classes)
+        resize = int(round(image_size / 0.875))
+        self.train_transform = v2.Compose([
+            v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.eval_transform = v2.Compose([
+            v2.Resize(resize, antialias=True), v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.split, self.workers = split, workers
+        self._loaders: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        return -(-(-(-len(self) // world)) // batch_size)
+
+    def _loader(self, train: bool, batch_size: int):
+        key = (train, batch_size)
+        if key not in self._loaders:
+            sampler = _IndexSampler()
+            dataset = _ListDataset(self.split, self.train_transform if train else self.eval_transform)
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=batch_size, sampler=sampler, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0, drop_last=False)
+            self._loaders[key] = (loader, sampler)
+        return self._loaders[key]
+
+    def _iterate(self, loader):
+        for x, y, idx in loader:
+            yield {"x": x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+                   "y": y.to(self.device, non_blocking=True), "idx": idx.to(self.device)}
+
+    def epoch(self, kind: str, generator: torch.Generator, batch_size: int, progress: float = 0.0,
+              rank: int = 0, world: int = 1):
+        loader, sampler = self._loader(True, batch_size)
+        sampler.indices = shard(self.stream.epoch(kind, generator, progress).cpu(), rank, world).tolist()
+        yield from self._iterate(loader)
+
+    def batches(self, batch_size: int, rank: int = 0, world: int = 1):
+        loader, sampler = self._loader(False, batch_size)
+        sampler.indices = shard(torch.arange(len(self)), rank, world).tolist()
+        yield from self._iterate(loader)

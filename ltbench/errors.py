@@ -1,0 +1,29 @@
+"""Errors meant for users: the CLI prints them as one line (no traceback) and exits non-zero."""
+
+
+class LTBenchError(Exception):
+    """A problem the user can fix; the message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class NotFoundError(LTBenchError):
+    """An unknown name (method, dataset, backbone, run) or a missing file."""
+
+
+class ConfigError(LTBenchError):
+    """A bad option value, suite file or combination of settings."""
+
+
+class DataError(LTBenchError):
+    """Data missing or malformed (with the file, line and accepted layouts)."""
+
+
+class RunExistsError(LTBenchError):
+    """A run folder of that name exists already; runs are never overwritten."""
+
+
+class TrainingDiverged(LTBenchError):
+    """Loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3

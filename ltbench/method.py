@@ -1,0 +1,141 @@
+"""The Method interface: a method is data (its stages) plus a few hooks; the runner owns the rest."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import Recipe, Stage
+from .errors import ConfigError
+from .models.heads import LTModel, Outputs
+
+
+@dataclass
+class DataInfo:
+    """Runtime facts injected into every method (never re-derived by a method)."""
+
+    num_classes: int
+    class_counts: torch.Tensor  # train counts of the LT subset, on the training device
+    shot_groups: torch.Tensor  # 0 many, 1 medium, 2 few
+    in_chans: int
+    image_size: int
+    device: torch.device
+
+
+@dataclass
+class StageState:
+    """What hooks see during a stage."""
+
+    stage: Stage
+    stage_index: int
+    data: DataInfo
+    model: LTModel
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    evaluate: Callable | None = None  # evaluate("val") -> (logits, labels, features) with the current model
+    log: Callable[[str], None] = print
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the stage done (0 at its first step, -> 1 at its end)."""
+        total = max(self.epochs * max(self.steps_per_epoch, 1), 1)
+        return (self.epoch * max(self.steps_per_epoch, 1) + self.step) / total
+
+
+def _coerce(name: str, value: Any, default: Any, choices) -> Any:
+    """CLI and suite files give strings; convert to the default's type and check choices."""
+    try:
+        if isinstance(default, bool) and isinstance(value, str):
+            lowered = value.lower()
+            if lowered not in ("true", "false", "on", "off", "1", "0", "yes", "no"):
+                raise ValueError
+            value = lowered in ("true", "on", "1", "yes")
+        elif isinstance(default, bool):
+            value = bool(value)
+        elif isinstance(default, int) and not isinstance(default, bool):
+            value = int(value)
+        elif isinstance(default, float):
+            value = float(value)
+        elif isinstance(default, str):
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {name}={value!r}: expected a {type(default).__name__}") from None
+    if choices and value not in choices:
+        raise ConfigError(f"option {name}={value!r}: choose one of {', '.join(map(str, choices))}")
+    return value
+
+
+class Method:
+    """Base class. Subclasses register with ``@register_method(name, summary=...)``, declare
+    ``defaults`` (option -> default), optional ``choices`` and ``help``, and return their stages."""
+
+    name: str = ""
+    defaults: dict = {}
+    choices: dict = {}
+    help: dict = {}
+
+    def __init__(self, **options):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            known = ", ".join(self.defaults) or "none"
+            raise ConfigError(f"method '{self.name}' has no option {', '.join(unknown)} (its options: {known})")
+        self.options = {k: _coerce(k, options.get(k, v), v, self.choices.get(k)) for k, v in self.defaults.items()}
+
+    # declaration -----------------------------------------------------------------------------------
+    def stages(self, recipe: Recipe) -> list[Stage]:
+        raise NotImplementedError
+
+    # hooks (all optional) --------------------------------------------------------------------------
+    def setup(self, model: LTModel, data: DataInfo) -> None:
+        """Add extra modules to ``model.extras`` before any stage runs (or is loaded from cache)."""
+
+    def feature_maps(self, stage: Stage):
+        """Which stage maps the loss needs (timm ``indices``), or None."""
+        return None
+
+    def trainable_parameters(self, model: LTModel, stage: Stage) -> list[nn.Parameter]:
+        """Parameters trained in ``stage``; extras other than logit scales train only with 'all'."""
+        if stage.trainable == "all":
+            return list(model.parameters())
+        if stage.trainable == "classifier":
+            return list(model.classifier.parameters())
+        if stage.trainable == "scales":
+            return list(model.extras["logit_scales"].parameters())
+        return []
+
+    def on_stage_start(self, state: StageState) -> None:
+        pass
+
+    def on_epoch_start(self, state: StageState) -> None:
+        pass
+
+    def on_epoch_end(self, state: StageState) -> None:
+        pass
+
+    def loss(self, out: Outputs, batch: dict, state: StageState) -> torch.Tensor:
+        """Cross-entropy with the stage's ``label_smoothing`` (0 by default)."""
+        return F.cross_entropy(out.logits.float(), batch["y"], label_smoothing=state.stage.opts.get("label_smoothing", 0.0))
+
+    def post_stage(self, state: StageState) -> dict:
+        """Runs after a stage's training (e.g. tau-norm picks tau on validation data); returns facts to record."""
+        return {}
+
+    # method state (saved with stage artifacts and checkpoints) --------------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def create_method(name: str, options: dict | None = None, plugins=None) -> Method:
+    from .registry import load_methods
+
+    registry = load_methods(plugins)
+    return registry.get(name).obj(**(options or {}))

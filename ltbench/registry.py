@@ -1,0 +1,142 @@
+"""One small registry used for methods and datasets (backbones use timm's own registry).
+
+Modelled on timm's ``register_model`` / ``create_model``: a decorator registers a factory under a
+name, ``create`` builds it, unknown names fail with the closest matches.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import NotFoundError
+
+
+@dataclass
+class Entry:
+    name: str
+    obj: Any
+    summary: str = ""
+    origin: str = "built-in"
+    extra: dict = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self.load_errors: list[str] = []  # plugin files that failed to import (one line each)
+        self._origin = "built-in"
+
+    def register(self, name: str, summary: str = "", **extra) -> Callable:
+        def decorator(obj):
+            obj.name = name
+            if not summary and obj.__doc__:
+                doc_summary = obj.__doc__.strip().splitlines()[0]
+            else:
+                doc_summary = summary
+            self._entries[name] = Entry(name, obj, doc_summary, self._origin, extra)
+            return obj
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> Entry:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.4)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise NotFoundError(
+                f"unknown {self.kind} '{name}'{hint} (`ltbench {self.kind}s` lists them all)"
+            )
+        return self._entries[name]
+
+    def create(self, name: str, *args, **kwargs):
+        return self.get(name).obj(*args, **kwargs)
+
+    def origin(self, origin: str):
+        """Context manager: entries registered inside it are marked with ``origin``."""
+        registry = self
+
+        class _Origin:
+            def __enter__(self_inner):
+                self_inner.previous = registry._origin
+                registry._origin = origin
+
+            def __exit__(self_inner, *exc):
+                registry._origin = self_inner.previous
+
+        return _Origin()
+
+
+METHODS = Registry("method")
+DATASETS = Registry("dataset")
+
+register_method = METHODS.register
+register_dataset = DATASETS.register
+
+PLUGIN_ENV = "LTBENCH_PLUGINS"  # os.pathsep-separated folders (or .py files) with extra methods
+_loaded_plugin_paths: set[str] = set()
+_builtins_loaded = False
+
+
+def _import_file(path: Path) -> None:
+    module_name = f"ltbench_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a broken plugin must not take the other methods down
+        sys.modules.pop(module_name, None)
+        METHODS.load_errors.append(f"plugin {path} failed to import: {type(exc).__name__}: {exc}")
+
+
+def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:
+    """Import the built-in methods, the ``ltbench.methods`` entry points and plugin folders/files."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        import ltbench.methods as builtin
+
+        for info in pkgutil.iter_modules(builtin.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"ltbench.methods.{info.name}")
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="ltbench.methods"):
+            with METHODS.origin(f"entry point {ep.value}"):
+                try:
+                    ep.load()
+                except Exception as exc:
+                    METHODS.load_errors.append(
+                        f"entry point {ep.name} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
+                    )
+    paths = [Path(p) for p in (plugin_dirs or [])]
+    paths += [Path(p) for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p]
+    for path in paths:
+        files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+        if not path.exists():
+            METHODS.load_errors.append(f"plugin path {path} does not exist")
+            continue
+        for file in files:
+            key = str(file.resolve())
+            if file.name.startswith("_") or key in _loaded_plugin_paths:
+                continue
+            _loaded_plugin_paths.add(key)
+            with METHODS.origin(str(file)):
+                _import_file(file)
+    return METHODS

@@ -1,0 +1,103 @@
+"""Run folders and stage artifacts on disk. Every write is atomic (temp file + fsync + rename) and a
+run folder is never overwritten; tables and plots only ever read these files."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError, RunExistsError
+
+RUN_FILES = ("config.json", "metrics.json", "per_class.csv", "epochs.jsonl", "test_logits.npz", "subset.npz")
+
+
+def _clean(obj):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return _clean(obj.item())
+    if hasattr(obj, "tolist"):
+        return _clean(obj.tolist())
+    return obj
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through ``write(file_object)`` into a temp file beside ``path``, fsync, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(_clean(obj), indent=2, sort_keys=False).encode()))
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def append_jsonl(path: Path, obj) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(_clean(obj)) + "\n")
+        f.flush()
+
+
+def read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunStore:
+    """``<out>/runs/<run-name>/`` per run, ``<out>/stages/<key>/`` per reusable stage artifact."""
+
+    def __init__(self, out: str | Path):
+        self.root = Path(out).expanduser()
+        self.runs = self.root / "runs"
+        self.stages = self.root / "stages"
+
+    def check_writable(self) -> None:
+        try:
+            self.runs.mkdir(parents=True, exist_ok=True)
+            self.stages.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.runs, prefix=".probe", delete=True)
+            probe.close()
+        except OSError as exc:
+            raise ConfigError(f"output folder {self.root} is not writable ({exc.strerror}); pass --out DIR") from None
+
+    def create_run(self, name: str) -> Path:
+        run_dir = self.runs / name
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)  # atomic: two runs can never claim one name
+        except FileExistsError:
+            raise RunExistsError(
+                f"run '{name}' already exists in {self.runs}; choose another --run-name "
+                f"(or add --resume to continue it if it did not finish)") from None
+        return run_dir
+
+    def run_dir(self, name: str) -> Path:
+        return self.runs / name
+
+    def stage_dir(self, key: str) -> Path:
+        return self.stages / key
+
+    def has_stage(self, key: str) -> bool:
+        return (self.stage_dir(key) / "meta.json").exists()
+
+    def completed_runs(self) -> list[Path]:
+        return sorted(p.parent for p in self.runs.glob("*/metrics.json"))

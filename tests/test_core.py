@@ -1,0 +1,175 @@
+"""Unit tests of the protocol rules and the math of the core (no training)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ltbench.config import RECIPES, Optim, Stage, stable_hash
+from ltbench.data.augment import random_crop_flip
+from ltbench.data.base import Augment
+from ltbench.data.longtail import balanced_val_split, group_sizes, lt_counts, lt_subset, shot_groups
+from ltbench.data.samplers import IndexStream
+from ltbench.engine.runner import stage_keys
+from ltbench.errors import ConfigError
+from ltbench.metrics import classification_metrics, expected_calibration_error, feature_compactness
+from ltbench.models import LogitScales, build_model, tau_normalize
+
+
+@pytest.mark.parametrize("img_max,classes,expected", [
+    (5000, 10, {100: 12406, 50: 13996, 10: 20431}),
+    (500, 100, {100: 10847, 50: 12608, 10: 19573}),
+])
+def test_ldam_drw_train_sizes(img_max, classes, expected):
+    for imbalance, size in expected.items():
+        assert sum(lt_counts(img_max, classes, imbalance)) == size
+
+
+def test_lt_subset_is_seeded_and_follows_counts():
+    labels = np.repeat(np.arange(10), 500)
+    a = lt_subset(labels, 10, 100, seed=0)
+    b = lt_subset(labels, 10, 100, seed=0)
+    c = lt_subset(labels, 10, 100, seed=1)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.bincount(labels[a], minlength=10).tolist() == lt_counts(500, 10, 100)
+    assert lt_counts(500, 10, 100)[0] == 500 and lt_counts(500, 10, 100)[-1] == 5
+    assert lt_counts(100, 4, 10, "step") == [100, 100, 10, 10]
+    with pytest.raises(ConfigError, match="imbalance factor must be >= 1"):
+        lt_counts(100, 10, 0.5)
+
+
+def test_validation_split_is_balanced_and_avoids_kept_images():
+    labels = np.repeat(np.arange(10), 500)
+    kept = lt_subset(labels, 10, 100, seed=0)
+    val, overlap = balanced_val_split(labels, kept, 10, 20)
+    assert np.bincount(labels[val], minlength=10).tolist() == [20] * 10
+    assert overlap == [0]  # the head class keeps every image under the LDAM rule
+    tail_val = val[labels[val] > 0]
+    assert not np.isin(tail_val, kept).any()
+
+
+def test_shot_groups_boundaries():
+    assert shot_groups([101, 100, 20, 19]).tolist() == [0, 1, 1, 2]
+    counts = lt_counts(500, 100, 100)
+    assert group_sizes(counts) == {"many": 35, "medium": 35, "few": 30}
+    assert group_sizes(lt_counts(5000, 10, 100)) == {"many": 8, "medium": 2, "few": 0}  # 5000 ... 83, 50
+
+
+def test_ece_hand_computed():
+    # two bins used: conf 0.95 (2 samples, 1 correct) and 0.55 (2 samples, 2 correct)
+    conf = torch.tensor([0.95, 0.95, 0.55, 0.55])
+    correct = torch.tensor([1, 0, 1, 1])
+    expected = 0.5 * abs(0.5 - 0.95) + 0.5 * abs(1.0 - 0.55)
+    assert expected_calibration_error(conf, correct) == pytest.approx(expected)
+
+
+def test_classification_metrics_groups_and_wrong_confidence():
+    logits = torch.tensor([[4.0, 0, 0], [0, 4.0, 0], [4.0, 0, 0], [0, 0, 4.0]])
+    labels = torch.tensor([0, 1, 2, 2])
+    metrics, rows = classification_metrics(logits, labels, class_counts=[500, 50, 5])
+    assert metrics["acc"] == pytest.approx(75.0)
+    assert metrics["many_acc"] == 100.0 and metrics["medium_acc"] == 100.0 and metrics["few_acc"] == 50.0
+    assert metrics["group_sizes"] == {"many": 1, "medium": 1, "few": 1}
+    p = math.exp(4) / (math.exp(4) + 2)
+    assert metrics["wrong_confidence"] == pytest.approx(p, rel=1e-5)
+    assert [r["train_count"] for r in rows] == [500, 50, 5]
+    assert metrics["nll"] == pytest.approx((3 * -math.log(p) + -math.log(1 / (math.exp(4) + 2))) / 4, rel=1e-5)
+
+
+def test_feature_compactness():
+    features = torch.tensor([[0.0, 1], [0, -1], [10, 1], [10, -1]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # intra: each point is 1 from its mean (squared 1); between means: 100
+    assert feature_compactness(features, labels, 2) == pytest.approx(1 / 100)
+
+
+def test_tau_norm_math():
+    linear = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[3.0, 4, 0], [0, 0, 2]]))
+    weight = linear.weight.clone()
+    tau_normalize(linear, 1.0, weight)
+    assert torch.allclose(linear.weight.norm(dim=1), torch.ones(2))
+    assert torch.all(linear.bias == 0)
+    tau_normalize(linear, 0.5, weight)
+    assert torch.allclose(linear.weight[0], weight[0] / 5 ** 0.5)
+    tau_normalize(linear, 0.0, weight)
+    assert torch.equal(linear.weight, weight)
+
+
+def test_lws_scales_multiply_logits():
+    scales = LogitScales(3)
+    with torch.no_grad():
+        scales.scales.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    logits = torch.tensor([[1.0, 1.0, 4.0]])
+    assert torch.equal(scales(logits), torch.tensor([[1.0, 2.0, 2.0]]))
+
+
+def test_class_balanced_sampler_is_uniform_over_classes():
+    labels = torch.from_numpy(np.repeat(np.arange(10), lt_counts(500, 10, 100)))
+    stream = IndexStream(labels, 10)
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([stream.epoch("class-balanced", gen) for _ in range(10)])
+    freq = torch.bincount(labels[draws], minlength=10).double() / len(draws)
+    # 10 x 1,370 draws: binomial std of a frequency ~ 0.0026; allow 5 sigma
+    assert torch.all((freq - 0.1).abs() < 0.013), freq
+    instance = stream.epoch("instance", gen)
+    assert torch.equal(torch.sort(instance).values, torch.arange(len(labels)))
+    sqrt = torch.cat([stream.epoch("sqrt", gen) for _ in range(10)])
+    counts = torch.tensor(lt_counts(500, 10, 100)).double()
+    expected = counts.sqrt() / counts.sqrt().sum()
+    freq = torch.bincount(labels[sqrt], minlength=10).double() / len(sqrt)
+    assert torch.all((freq - expected).abs() < 0.015)
+
+
+def test_batched_crop_and_flip_are_exact():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 255, (64, 3, 8, 8), dtype=torch.uint8)
+    out = random_crop_flip(images, Augment(pad=2, flip=True), gen)
+    assert out.shape == images.shape
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for i in range(64):  # each output is one of the 5 x 5 x 2 crops of its own padded image
+        candidates = [padded[i, :, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
+        candidates += [c.flip(2) for c in candidates]
+        assert any(torch.equal(out[i], c) for c in candidates)
+    again = random_crop_flip(images, Augment(pad=2, flip=True), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    flip_only = random_crop_flip(images, Augment(pad=0, flip=True), torch.Generator().manual_seed(1))
+    flipped = (flip_only != images).flatten(1).any(1)
+    assert torch.equal(flip_only[flipped], images[flipped].flip(3))
+    assert 10 < int(flipped.sum()) < 54
+
+
+def test_stage_keys_share_stage1_and_change_with_settings():
+    recipe = RECIPES["cpu"]
+    spec = {"dataset": "d", "imbalance": 100}
+    crt = stage_keys(spec, "resnet32", False, 0, "fp32", [recipe.representation(), recipe.classifier()])
+    lws = stage_keys(spec, "resnet32", False, 0, "fp32",
+                     [recipe.representation(), Stage("scales", optim=recipe.stage2, trainable="scales")])
+    assert crt[0] == lws[0] and crt[1] != lws[1]
+    assert stage_keys(spec, "resnet32", False, 1, "fp32", [recipe.representation()])[0] != crt[0]
+    assert stage_keys({**spec, "imbalance": 50}, "resnet32", False, 0, "fp32", [recipe.representation()])[0] != crt[0]
+    smoothed = stage_keys(spec, "resnet32", False, 0, "fp32", [recipe.representation(label_smoothing=0.1)])
+    assert smoothed[0] != crt[0]
+    assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+def test_schedule_warmup_and_steps():
+    optim = Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5, milestones=(160, 180),
+                  gamma=0.01)
+    assert optim.lr_at(2.5) == pytest.approx(0.05)
+    assert optim.lr_at(100) == pytest.approx(0.1)
+    assert optim.lr_at(170) == pytest.approx(0.001)
+    assert optim.lr_at(190) == pytest.approx(0.00001)
+    short = optim.with_epochs(20)
+    assert short.milestones == (16, 18) and short.warmup_epochs == 0
+
+
+@pytest.mark.parametrize("name", ["resnet32", "resnet18", "resnext26ts"])
+def test_backbones_keep_the_timm_contract(name):
+    model = build_model(name, num_classes=7, in_chans=1)
+    out = model(torch.randn(2, 1, 32, 32), feature_maps=3)
+    assert out.logits.shape == (2, 7) and len(out.feature_maps) == 3
+    assert out.features.shape == (2, model.backbone.num_features)
+    model.backbone.reset_classifier(7)
+    assert model.classifier.out_features == 7
