@@ -41,12 +41,31 @@ class TensorLoader:
         return -(-(-(-len(self) // world)) // batch_size)
 
     def epoch(self, kind: str, generator: torch.Generator, batch_size: int, progress: float = 0.0,
-              rank: int = 0, world: int = 1):
-        indices = shard(self.stream.epoch(kind, generator, progress), rank, world)
-        for start in range(0, len(indices), batch_size):
-            idx = indices[start:start + batch_size]
+              rank: int = 0, world: int = 1, start_batch: int = 0):
+        """Augmented batches of ``batch_size`` images (per rank).
+
+        Under DDP every rank draws the same stream and the augmentation of each whole global batch
+        (``batch_size * world`` images) from the same generator, then keeps its share ``[rank::world]``
+        (what ``shard`` gives it, but for a short last batch): the ranks together see exactly the
+        images, crops and flips of a one-process run, and the generator advances exactly as there.
+        ``global_batch`` says how many images the global batch holds. ``start_batch`` skips batches
+        (mid-epoch resume) but still draws their augmentation.
+        """
+        indices = self.stream.epoch(kind, generator, progress)
+        step = batch_size * world
+        for number, start in enumerate(range(0, len(indices), step)):
+            idx = indices[start:start + step]
             images = random_crop_flip(self.images[idx], self.augment, generator)
-            yield {"x": normalize(images, self.mean, self.std), "y": self.labels[idx], "idx": idx}
+            if number < start_batch:
+                continue
+            total = len(idx)
+            if world > 1:
+                if total < world:  # a last global batch with fewer images than ranks: repeat some
+                    repeat = torch.arange(world, device=idx.device) % total
+                    idx, images, total = idx[repeat], images[repeat], world
+                idx, images = idx[rank::world], images[rank::world]
+            yield {"x": normalize(images, self.mean, self.std), "y": self.labels[idx], "idx": idx,
+                   "global_batch": total}
 
     def batches(self, batch_size: int, rank: int = 0, world: int = 1):
         indices = shard(torch.arange(len(self), device=self.device), rank, world)
@@ -63,10 +82,12 @@ class _ListDataset(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, index):
-        from torchvision.io import ImageReadMode, decode_image, read_file
+        from PIL import Image
+        from torchvision.transforms.v2.functional import pil_to_tensor
 
-        image = decode_image(read_file(str(self.split.root / self.split.paths[index])), mode=ImageReadMode.RGB)
-        return self.transform(image), int(self.split.labels[index]), index
+        with Image.open(self.split.root / self.split.paths[index]) as image:
+            tensor = pil_to_tensor(image.convert("RGB"))
+        return self.transform(tensor), int(self.split.labels[index]), index
 
 
 class _IndexSampler(torch.utils.data.Sampler):
@@ -123,9 +144,10 @@ class FileLoader:
                    "y": y.to(self.device, non_blocking=True), "idx": idx.to(self.device)}
 
     def epoch(self, kind: str, generator: torch.Generator, batch_size: int, progress: float = 0.0,
-              rank: int = 0, world: int = 1):
+              rank: int = 0, world: int = 1, start_batch: int = 0):
         loader, sampler = self._loader(True, batch_size)
-        sampler.indices = shard(self.stream.epoch(kind, generator, progress).cpu(), rank, world).tolist()
+        indices = shard(self.stream.epoch(kind, generator, progress).cpu(), rank, world)
+        sampler.indices = indices[start_batch * batch_size:].tolist()
         yield from self._iterate(loader)
 
     def batches(self, batch_size: int, rank: int = 0, world: int = 1):

@@ -1,0 +1,376 @@
+"""Dataset sources: layouts, parsing, error messages, decode cache, and the PROTOCOL.md check numbers."""
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltbench.data import sources
+from ltbench.data.base import ArraySplit, FileSplit
+from ltbench.data.longtail import group_sizes, lt_counts, lt_subset
+from ltbench.errors import DataError
+from ltbench.registry import DATASETS
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def source(name: str):
+    return DATASETS.create(name)
+
+
+# --- in-memory sources ------------------------------------------------------------------------------
+
+def test_digits_shapes_balanced_test_and_disjoint_pool():
+    from sklearn.datasets import load_digits
+
+    data = source("digits-lt").load(Path("/nonexistent"))
+    train, test = data.train, data.test
+    assert train.images.dtype == test.images.dtype == np.uint8 and train.labels.dtype == np.int64
+    assert train.images.shape[1:] == (8, 8, 1) and train.images.max() == 255
+    assert np.bincount(test.labels).tolist() == [30] * 10
+    assert len(train) + len(test) == 1797 and np.bincount(train.labels).min() >= 140
+    # the two parts together are exactly the 1,797 digits (as a multiset), so they are disjoint
+    everything = (load_digits().images.astype(np.int64) * 255 // 16).astype(np.uint8).reshape(1797, -1)
+    rows = np.concatenate([train.images, test.images]).reshape(1797, -1)
+    assert np.array_equal(np.unique(rows, axis=0, return_counts=True)[1],
+                          np.unique(everything, axis=0, return_counts=True)[1])
+    assert np.array_equal(source("digits-lt").load(Path(".")).test.images, test.images)  # fixed seed
+
+
+def test_digits_long_tail_subset():
+    src = source("digits-lt")
+    pool = src.load(Path(".")).train
+    kept = lt_subset(pool.labels, 10, src.default_imbalance)
+    counts = np.bincount(pool.labels[kept], minlength=10)
+    img_max = np.bincount(pool.labels).min()
+    assert counts.tolist() == lt_counts(img_max, 10, 20)
+    assert counts[0] == img_max and counts[-1] == img_max // 20 >= 5
+
+
+def test_synthetic_is_fixed_and_learnable():
+    src = source("synthetic")
+    a, b = src.load(Path(".")), src.load(Path("."))
+    assert a.train.images.shape == (2000, 16, 16, 3) and a.test.images.shape == (500, 16, 16, 3)
+    assert np.array_equal(a.train.images, b.train.images)
+    means = np.stack([a.train.images[a.train.labels == c].mean(0).ravel() for c in range(10)])
+    dist = ((a.test.images.reshape(500, 1, -1).astype(float) - means[None]) ** 2).sum(-1)
+    assert (dist.argmin(1) == a.test.labels).mean() > 0.9  # nearest class mean separates the classes
+
+
+# --- CIFAR pickles (torchvision layout), generated ---------------------------------------------------
+
+def write_cifar_pickles(folder: Path, num_classes: int, per_class: int, test_per_class: int) -> None:
+    """Fake torchvision-layout CIFAR batches; image 0 of the train set has a known pixel pattern."""
+    folder.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    cifar10 = num_classes == 10
+    key = b"labels" if cifar10 else b"fine_labels"
+
+    def batch(labels: np.ndarray) -> dict:
+        return {b"data": np.zeros((len(labels), 3072), np.uint8), key: labels.tolist()}
+
+    train_labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
+    test = batch(np.repeat(np.arange(num_classes), test_per_class))
+    if cifar10:
+        batches = {f"data_batch_{i + 1}": batch(part) for i, part in enumerate(np.split(train_labels, 5))}
+        batches |= {"test_batch": test, "batches.meta": {b"label_names": [n.encode() for n in CIFAR10_CLASSES]}}
+    else:
+        batches = {"train": batch(train_labels), "test": test,
+                   "meta": {b"fine_label_names": [f"c{i:03d}".encode() for i in range(100)]}}
+    first = batches["data_batch_1" if cifar10 else "train"][b"data"][0]
+    first[0 * 1024 + 1 * 32 + 2], first[1 * 1024 + 1 * 32 + 2], first[2 * 1024 + 1 * 32 + 2] = 10, 20, 30
+    for name, content in batches.items():
+        with open(folder / name, "wb") as f:
+            pickle.dump(content, f)
+
+
+@pytest.fixture(scope="module")
+def cifar_pickles(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar_pickles(root / "cifar-10-batches-py", 10, 5000, 1000)
+    write_cifar_pickles(root / "cifar-100-python", 100, 500, 100)
+    return root
+
+
+@pytest.mark.parametrize("name, sizes", [("cifar10-lt", (12406, 13996, 20431)),
+                                         ("cifar100-lt", (10847, 12608, 19573))])
+def test_cifar_pickles_and_protocol_lt_sizes(cifar_pickles, name, sizes):
+    data = source(name).load(cifar_pickles)
+    num_classes = source(name).num_classes
+    assert data.info["layout"] == "torchvision" and len(data.train) == 50000 and len(data.test) == 10000
+    assert data.train.images.shape == (50000, 32, 32, 3) and data.train.images.dtype == np.uint8
+    assert len(data.class_names) == num_classes and np.bincount(data.test.labels).min() == 10000 // num_classes
+    assert [len(lt_subset(data.train.labels, num_classes, f)) for f in (100, 50, 10)] == list(sizes)
+    if name == "cifar10-lt":
+        assert data.class_names == CIFAR10_CLASSES
+        # the pickle row is three 32x32 planes (R, G, B): pixel (row 1, column 2) of image 0
+        assert data.train.images[0, 1, 2].tolist() == [10, 20, 30]
+        assert data.train.images[0, 2, 1].tolist() == [0, 0, 0]
+
+
+def test_cifar_pickle_folder_given_directly_and_corrupt_pickle(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_pickles(folder, 10, 2, 1)
+    assert source("cifar10-lt").find(folder) == folder
+    assert len(source("cifar10-lt").load(folder).train) == 20
+    (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:100])
+    with pytest.raises(DataError, match="data_batch_3"):
+        source("cifar10-lt").load(tmp_path)
+
+
+def test_download_failure_is_one_line_data_error(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(root, download):
+        raise RuntimeError("Error downloading cifar-10-python.tar.gz:\nTried https://... got URLError")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError) as err:
+        source("cifar10-lt").load(tmp_path, download=True)
+    assert "\n" not in str(err.value) and "--download of 'cifar10-lt'" in str(err.value)
+
+
+# --- CIFAR image folders: decoding and the decode cache -----------------------------------------------
+
+def write_image(path: Path, value: int, size: int) -> None:
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path, quality=95)
+
+
+def write_image_folders(root: Path, num_classes: int = 10, size: int = 32) -> None:
+    for split in ("train", "test"):
+        for c in range(num_classes):
+            (root / split / f"class{c}").mkdir(parents=True)
+            write_image(root / split / f"class{c}" / "0.png", 25 * c, size)
+            write_image(root / split / f"class{c}" / "1.jpg", 25 * c, size)
+
+
+def test_image_folder_cache_falls_back_when_data_folder_is_read_only(tmp_path, monkeypatch):
+    data = tmp_path / "cifar10"
+    write_image_folders(data)
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    data.chmod(0o555)
+    try:
+        loaded = source("cifar10-lt").load(tmp_path)
+    finally:
+        data.chmod(0o755)
+    cache = Path(loaded.info["cache"])
+    assert loaded.info["layout"] == "image folders" and loaded.info["path"] == str(data)
+    assert cache.parent == tmp_path / "cache" and cache.name.startswith("cifar10-lt-")
+    assert not any(p.suffix == ".npz" for p in data.iterdir())  # nothing written into the data folder
+    assert len(loaded.train) == 20 and loaded.class_names == [f"class{c}" for c in range(10)]
+    assert loaded.train.images[2, 0, 0].tolist() == [25, 25, 25]  # class1 png, exact
+    # a changed listing is decoded again (and now the folder is writable: cache next to the data)
+    write_image(data / "train" / "class0" / "2.png", 0, 32)
+    again = source("cifar10-lt").load(tmp_path)
+    assert not again.info["cache_hit"] and len(again.train) == 21
+    assert Path(again.info["cache"]) == data / "ltbench-cifar10-lt.npz"
+
+
+def test_image_folder_bad_images_name_the_file(tmp_path):
+    write_image_folders(tmp_path, size=32)
+    bad = tmp_path / "test" / "class3" / "9.png"
+    write_image(bad, 0, 16)
+    with pytest.raises(DataError, match=f"{bad}: image is 16x16, expected 32x32"):
+        source("cifar10-lt").load(tmp_path)
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=f"{bad}: cannot decode image"):
+        source("cifar10-lt").load(tmp_path)
+
+
+def test_cifar10_real_image_folders_and_decode_cache(cifar10_folder, monkeypatch):
+    monkeypatch.delenv(sources.CACHE_ENV, raising=False)
+    cache = cifar10_folder / "ltbench-cifar10-lt.npz"
+    cache.unlink(missing_ok=True)  # prove that a first load writes it
+    src = source("cifar10-lt")
+    assert src.find(cifar10_folder.parent) == cifar10_folder  # <root>/cifar10/{train,test}
+    first = src.load(cifar10_folder)
+    assert not first.info["cache_hit"] and first.info["cache"] == str(cache) and cache.is_file()
+    assert len(first.train) == 50000 and len(first.test) == 10000
+    assert first.class_names == CIFAR10_CLASSES
+    assert np.bincount(first.train.labels).tolist() == [5000] * 10
+    assert np.bincount(first.test.labels).tolist() == [1000] * 10
+    assert first.train.images.shape == (50000, 32, 32, 3) and first.train.images.dtype == np.uint8
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again although the cache is valid")
+
+    monkeypatch.setattr(sources, "_decode_images", no_decoding)
+    second = src.load(cifar10_folder.parent)
+    assert second.info["cache_hit"] and np.array_equal(second.train.images, first.train.images)
+    assert [len(lt_subset(second.train.labels, 10, f)) for f in (100, 50, 10)] == [12406, 13996, 20431]
+
+
+# --- MNIST (IDX) --------------------------------------------------------------------------------------
+
+def test_mnist_real_gz(shared_data):
+    if not (shared_data / "mnist" / "MNIST" / "raw").is_dir():
+        pytest.skip(f"{shared_data / 'mnist/MNIST/raw'} not found")
+    data = source("mnist-lt").load(shared_data)  # finds <root>/mnist/MNIST/raw/*.gz
+    assert data.info["path"] == str(shared_data / "mnist" / "MNIST" / "raw")
+    assert data.train.images.shape == (60000, 28, 28, 1) and data.test.images.shape == (10000, 28, 28, 1)
+    assert sorted(np.unique(data.train.labels)) == list(range(10)) and data.train.labels.dtype == np.int64
+    assert abs(data.train.images.mean() / 255 - 0.1307) < 1e-3
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(folder: Path, n_train: int = 30, n_test: int = 10) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.randint(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+
+
+def test_mnist_generated_plain_idx_layouts(tmp_path):
+    write_mnist(tmp_path / "MNIST" / "raw")
+    data = source("mnist-lt").load(tmp_path)
+    assert data.train.images.shape == (30, 28, 28, 1) and data.test.labels.tolist() == list(range(10))
+    assert source("mnist-lt").find(tmp_path / "MNIST" / "raw") == tmp_path / "MNIST" / "raw"
+    assert source("fashion-mnist-lt").find(tmp_path) is None  # looks for FashionMNIST/raw
+    write_mnist(tmp_path / "FashionMNIST" / "raw", n_train=20)
+    assert len(source("fashion-mnist-lt").load(tmp_path).train) == 20
+
+
+def test_mnist_truncated_or_foreign_idx_is_a_data_error(tmp_path):
+    folder = tmp_path / "MNIST" / "raw"
+    write_mnist(folder)
+    images = folder / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-5])
+    with pytest.raises(DataError, match=f"{images}: truncated or malformed IDX"):
+        source("mnist-lt").load(tmp_path)
+    images.write_bytes(b"GIF89a" + bytes(100))
+    with pytest.raises(DataError, match=f"{images}: not a uint8 IDX file"):
+        source("mnist-lt").load(tmp_path)
+
+
+# --- split lists: ImageNet-LT, Places-LT, iNat18 -----------------------------------------------------
+
+def write_list(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{line}\n" for line in lines).encode()
+    path.write_bytes(gzip.compress(text) if path.suffix == ".gz" else text)
+
+
+def write_split_dataset(image_root: Path, classes: list[str], splits: dict[str, int]) -> dict[str, list[str]]:
+    """Tiny JPEGs at <image_root>/<split>/<class>/<i>.jpg; returns each split's list lines."""
+    lines = {}
+    for split, per_class in splits.items():
+        lines[split] = []
+        for label, name in enumerate(classes):
+            (image_root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                write_image(image_root / split / name / f"{i}.jpg", 40 * label, 8)
+                lines[split].append(f"{split}/{name}/{i}.jpg {label}")
+    return lines
+
+
+def test_imagenet_lt_lists_in_splits_folder_images_in_dataset_dir(tmp_path):
+    lines = write_split_dataset(tmp_path / "ImageNet_LT", ["n01", "n02", "n03"], {"train": 3, "val": 1})
+    write_list(tmp_path / "splits" / "ImageNet_LT_train.txt.gz", lines["train"])
+    write_list(tmp_path / "splits" / "ImageNet_LT_val.txt", lines["val"])
+    write_list(tmp_path / "ImageNet_LT" / "ImageNet_LT_test.txt", lines["val"][::-1] + [""])
+    src = source("imagenet-lt")
+    assert src.kind == "files" and src.long_tailed_pool and src.num_classes == 1000
+    data = src.load(tmp_path)
+    assert isinstance(data.train, FileSplit) and data.train.root == tmp_path / "ImageNet_LT"
+    assert len(data.train) == 9 and len(data.val) == 3 and len(data.test) == 3
+    assert data.train.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and data.test.labels.tolist() == [2, 1, 0]
+    assert all((data.train.root / p).is_file() for p in data.train.paths)
+    assert data.class_names[:4] == ["n01", "n02", "n03", "3"]
+    assert data.train.list_file == tmp_path / "splits" / "ImageNet_LT_train.txt.gz"
+    assert src.find(tmp_path) == tmp_path / "ImageNet_LT"
+
+
+def test_places_lt_and_inat18_lists_next_to_images(tmp_path):
+    lines = write_split_dataset(tmp_path, ["airfield", "alley"], {"train": 2, "val": 1, "test": 1})
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / "Places_LT" / f"Places_LT_{split}.txt", lines[split])
+    data = source("places-lt").load(tmp_path)
+    assert data.train.root == tmp_path and data.class_names[:2] == ["airfield", "alley"]
+    assert (len(data.train), len(data.val), len(data.test)) == (4, 2, 2)
+    for split in ("train", "val"):
+        write_list(tmp_path / f"iNaturalist18_{split}.txt", lines[split])
+    inat = source("inat18").load(tmp_path)
+    assert inat.test.list_file == inat.val.list_file == tmp_path / "iNaturalist18_val.txt"
+    assert "val" in inat.info["test"]
+
+
+def test_split_list_errors_name_file_line_and_places(tmp_path):
+    lines = write_split_dataset(tmp_path, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    for split in ("train", "test"):
+        write_list(tmp_path / f"Places_LT_{split}.txt", lines[split])
+    with pytest.raises(DataError) as err:
+        source("places-lt").load(tmp_path)
+    message = str(err.value)
+    assert "Places_LT_val.txt" in message and str(tmp_path / "splits") in message and "\n" not in message
+    bad = tmp_path / "Places_LT_val.txt"
+    write_list(bad, [lines["val"][0], "", "val/b/0.jpg one"])
+    with pytest.raises(DataError, match=rf"{bad}:3: expected '<relative/path> <integer label>', got 'val/b/0.jpg one'"):
+        source("places-lt").load(tmp_path)
+    write_list(bad, ["val/with space.jpg 1"])
+    with pytest.raises(DataError, match=rf"{bad}:1: expected"):
+        sources.read_split_list(bad)
+    write_list(bad, ["val/a/missing.jpg 0"])
+    with pytest.raises(DataError, match=f"first image {tmp_path / 'val/a/missing.jpg'} does not exist"):
+        source("places-lt").load(tmp_path)
+
+
+def splits_file(shared_data: Path, name: str) -> Path:
+    path = shared_data / "splits" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def test_places_lt_real_train_list(shared_data):
+    paths, labels = sources.read_split_list(splits_file(shared_data, "Places_LT_train.txt.gz"))
+    counts = np.bincount(labels)
+    assert len(paths) == 62500 and len(counts) == 365 and counts.max() == 4980 and counts.min() == 5
+    assert group_sizes(counts) == {"many": 131, "medium": 163, "few": 71}
+    # lists found in <root>/splits, images absent: the error names the first image it looked for
+    with pytest.raises(DataError, match="lists found but not the images"):
+        source("places-lt").load(shared_data)
+
+
+@pytest.mark.parametrize("name, lines", [("ImageNet_LT_val.txt.gz", 20000), ("ImageNet_LT_test.txt.gz", 50000),
+                                         ("Places_LT_val.txt.gz", 7300), ("Places_LT_test.txt.gz", 36500)])
+def test_real_val_test_list_sizes(shared_data, name, lines):
+    paths, labels = sources.read_split_list(splits_file(shared_data, name))
+    assert len(paths) == lines and len(np.unique(labels)) == (1000 if "ImageNet" in name else 365)
+
+
+# --- missing data -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mnist-lt", "fashion-mnist-lt", "cifar10-lt", "cifar100-lt", "imagenet-lt",
+                                  "places-lt", "inat18"])
+def test_missing_dataset_error_names_root_and_layouts(tmp_path, name):
+    root = tmp_path / "data"
+    src = source(name)
+    assert src.find(root) is None
+    with pytest.raises(DataError) as err:
+        src.load(root)
+    message = str(err.value)
+    assert message.startswith(f"dataset '{name}' not found under {root}") and "\n" not in message
+    assert src.how_to_get() in message and "--data-root" in message
+
+
+def test_missing_cifar100_message():
+    with pytest.raises(DataError) as err:
+        source("cifar100-lt").load(Path("/x/data"))
+    assert str(err.value) == (
+        "dataset 'cifar100-lt' not found under /x/data: expected cifar-100-python/ (torchvision layout) or "
+        "cifar100/{train,test}/<class>/ (image folders); pass --data-root DIR, or --download to fetch it "
+        "with torchvision")
+
+
+def test_in_memory_sources_ignore_root():
+    for name in ("digits-lt", "synthetic"):
+        assert isinstance(source(name).load(Path("/nonexistent")).train, ArraySplit)
