@@ -1,0 +1,231 @@
+"""Plots from run folders: ablation, per-class, reliability, imbalance.
+
+Every function takes the runs frame of :func:`ltbench.results.tables.load_runs` and returns a matplotlib
+``Figure`` built without pyplot (no global backend or figure state; saving renders with Agg), so tests can
+read back the plotted numbers from its artists. Values are means over seeds with sample-std error bars
+(0 for a single seed), the same numbers `ltbench table` prints.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..errors import ConfigError, DataError, NotFoundError
+from .store import atomic_write
+from .tables import DATASET_NAMES, METRICS, compact_options, load_runs, method_defaults, parse_filters
+
+KINDS = ("ablation", "per-class", "reliability", "imbalance")
+AXIS_LABELS = {"acc": "top-1 accuracy (%)", "many_acc": "many-shot accuracy (%)",
+               "medium_acc": "medium-shot accuracy (%)", "few_acc": "few-shot accuracy (%)",
+               "balanced_acc": "balanced accuracy (%)", "ece": "ECE (%)", "nll": "NLL",
+               "wrong_confidence": "confidence of wrong predictions", "feature_compactness": "feature compactness"}
+ABLATED_METHOD = "dasl"
+
+
+def _seeds(df: pd.DataFrame, by: tuple[str, ...] = ("label",)) -> str:
+    """Seeds per plotted value: '3 seeds', or '1-3 seeds' where they differ."""
+    counts = df.groupby(list(by)).size()
+    low, high = int(counts.min()), int(counts.max())
+    return _n_seeds(low) if low == high else f"{low}-{high} seeds"
+
+
+def _n_seeds(n: int) -> str:
+    return f"{n} seed{'s' if n > 1 else ''}"
+
+
+def _one_setting(df: pd.DataFrame, kind: str) -> str:
+    """The kinds that compare methods on one data set need one dataset × IF, backbone and recipe."""
+    combos = df[["setting", "backbone", "recipe"]].drop_duplicates()
+    if len(combos) > 1:
+        found = "; ".join(" / ".join(c) for c in combos.itertuples(index=False))
+        raise ConfigError(f"the {kind} plot compares runs of one dataset × IF, backbone and recipe, found {found}; "
+                          f"narrow it with --filter dataset=... --filter imbalance=... --filter recipe=...")
+    setting, backbone, recipe = combos.iloc[0]
+    return f"{setting} · {backbone} · recipe {recipe} · {_seeds(df)}"
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    std = values.std()  # ddof=1; NaN for one seed, drawn as no error bar
+    return float(values.mean()), 0.0 if pd.isna(std) else float(std)
+
+
+def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
+    """DaSL variants as bars grouped by the switch that differs from DaSL's defaults, baselines apart."""
+    context = _one_setting(df, "ablation")
+    variants = df[df["method"] == ABLATED_METHOD]
+    if variants.empty:
+        raise ConfigError(f"the ablation plot needs {ABLATED_METHOD} runs; found {', '.join(df['method'].unique())} "
+                          f"(run benchmarks/dasl-ablation.toml)")
+    defaults = method_defaults(variants)[ABLATED_METHOD]
+    # an option all dasl runs share (a suite's [options.dasl]) is the ablation's baseline, not a switch
+    first = variants["options"].iloc[0]
+    shared = {k: v for k, v in first.items() if all(o.get(k) == v for o in variants["options"])}
+    common = {k: v for k, v in shared.items() if defaults.get(k) != v}
+    baseline = {**defaults, **shared}
+    groups: dict[str, list[tuple[str, pd.Series]]] = {}
+    for label, runs in df.groupby("label", sort=False):
+        if runs["method"].iloc[0] != ABLATED_METHOD:
+            groups.setdefault("baselines", []).append((runs["base"].iloc[0], runs[metric]))
+            continue
+        changed = {k: v for k, v in sorted(runs["options"].iloc[0].items()) if baseline.get(k) != v}
+        name = "+".join(changed) or "defaults"
+        tick = compact_options(changed) or ABLATED_METHOD
+        groups.setdefault(name, []).append((tick, runs[metric]))
+    order = ["defaults"] * ("defaults" in groups) + sorted(set(groups) - {"defaults", "baselines"}) \
+        + ["baselines"] * ("baselines" in groups)
+    fig = Figure(figsize=(max(6.0, 0.8 * len(df["label"].unique()) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    x, ticks, labels = 0.0, [], []
+    for name in order:
+        bars = groups[name]
+        positions = x + np.arange(len(bars))
+        stats = [_mean_std(values) for _, values in bars]
+        ax.bar(positions, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3, label=name)
+        ticks += list(positions)
+        labels += [tick for tick, _ in bars]
+        x += len(bars) + 1  # a gap between groups
+    if "defaults" in groups:
+        ax.axhline(_mean_std(groups["defaults"][0][1])[0], color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(ticks, labels, rotation=30, ha="right")
+    ax.set_ylabel(AXIS_LABELS[metric])
+    ax.set_title(f"DaSL ablation: {context}" + (f"\nevery dasl run: {compact_options(common)}" if common else ""))
+    ax.legend(title="switch changed", fontsize="small")
+    return fig
+
+
+def _read_per_class(run: pd.Series) -> pd.DataFrame:
+    path = Path(run["path"]) / "per_class.csv"
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read per-class results ({exc})") from None
+
+
+def per_class(df: pd.DataFrame) -> Figure:
+    """Per-class test accuracy (lines, one per method) over the train counts (log-scale bars behind)."""
+    context = _one_setting(df, "per-class")
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    counts_ax = ax.twinx()
+    first = _read_per_class(df.iloc[0])
+    counts_ax.bar(first["class"], first["train_count"], color="0.85", label="train images")
+    counts_ax.set_yscale("log")
+    counts_ax.set_ylabel("train images per class (log scale)")
+    ax.set_zorder(counts_ax.get_zorder() + 1)  # lines in front of the bars
+    ax.patch.set_visible(False)
+    for label, runs in df.groupby("label", sort=False):
+        accuracy = np.mean([_read_per_class(run)["acc"].to_numpy() for _, run in runs.iterrows()], axis=0)
+        ax.plot(first["class"], accuracy, marker="o" if len(first) <= 100 else None, markersize=3,
+                label=f"{label} ({_n_seeds(len(runs))})")
+    ax.set_xlabel("class index (head first)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Per-class accuracy: {context}")
+    ax.legend(fontsize="small", loc="upper right")
+    return fig
+
+
+def _confidences(run: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(run["path"]) / "test_logits.npz"
+    try:
+        saved = np.load(path)
+        logits, labels = saved["logits"].astype(np.float64), saved["labels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read test logits ({exc})") from None
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return probs.max(1), probs.argmax(1) == labels
+
+
+def reliability(df: pd.DataFrame) -> Figure:
+    """One reliability diagram per method: accuracy per confidence bin (15 bins, seeds pooled)."""
+    from ..metrics import ECE_BINS, reliability_bins
+
+    context = _one_setting(df, "reliability")
+    labels = list(df["label"].unique())
+    columns = min(len(labels), 4)
+    rows = math.ceil(len(labels) / columns)
+    fig = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, label in zip(axes, labels):
+        runs = df[df["label"] == label]
+        pooled = [_confidences(run) for _, run in runs.iterrows()]
+        bins = reliability_bins(np.concatenate([c for c, _ in pooled]), np.concatenate([k for _, k in pooled]),
+                                ECE_BINS)
+        edges, width = bins["edges"][:-1], 1.0 / ECE_BINS
+        ax.bar(edges, bins["accuracy"], width=width, align="edge", edgecolor="black", label="accuracy")
+        filled = bins["count"] > 0
+        gap = np.where(filled, bins["confidence"] - bins["accuracy"], 0.0)
+        ax.bar(edges, gap, bottom=bins["accuracy"], width=width, align="edge", color="tab:red", alpha=0.3,
+               label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        ece, ece_std = _mean_std(runs["ece"])
+        ax.set_title(f"{label}\nECE {ece:.2f}%" + (f" ± {ece_std:.2f}" if len(runs) > 1 else ""), fontsize="medium")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+    axes[0].legend(fontsize="small", loc="upper left")
+    for ax in axes[len(labels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Reliability ({ECE_BINS} bins, test set): {context}")
+    return fig
+
+
+def imbalance(df: pd.DataFrame, metric: str = "acc") -> Figure:
+    """Accuracy vs imbalance factor, one line per method, one panel per dataset."""
+    df = df[df["imbalance"].notna()].astype({"imbalance": float})
+    if df.empty:
+        raise ConfigError("the imbalance plot needs runs with an imbalance factor (published LT splits have none)")
+    datasets = sorted(df["dataset"].unique())
+    fig = Figure(figsize=(5.5 * len(datasets), 4.5), layout="constrained")
+    for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
+        runs = df[df["dataset"] == dataset]
+        for label, group in runs.groupby("label", sort=False):
+            stats = group.groupby("imbalance")[metric].agg(["mean", "std"]).sort_index()
+            ax.errorbar(stats.index.to_numpy(float), stats["mean"].to_numpy(float),
+                        yerr=stats["std"].fillna(0.0).to_numpy(float), marker="o", capsize=3, label=label)
+        factors = sorted(runs["imbalance"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(factors, [f"{f:g}" for f in factors])
+        ax.minorticks_off()
+        ax.set_xlabel("imbalance factor (max / min class count)")
+        ax.set_ylabel(AXIS_LABELS[metric])
+        recipes, seeds = ", ".join(runs["recipe"].unique()), _seeds(runs, ("label", "imbalance"))
+        ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} · recipe {recipes} · {seeds}")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def make_plot(kind: str, results: str | Path, filters: list[str] | None = None, metric: str = "acc",
+              warn: Callable[[str], None] = warnings.warn) -> Figure:
+    """Read the runs of a results folder and draw ``kind``."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown plot '{kind}' (choose {', '.join(KINDS)})")
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric '{metric}' (choose {', '.join(METRICS)})")
+    df = load_runs(results, parse_filters(filters), warn)
+    if df.empty:
+        raise NotFoundError(f"no finished runs{' match the filters' if filters else ''} in {Path(results) / 'runs'}; "
+                            f"run `ltbench run` or `ltbench sweep SUITE.toml` first, or pass --results DIR")
+    if kind == "ablation":
+        return ablation(df, metric)
+    if kind == "imbalance":
+        return imbalance(df, metric)
+    return per_class(df) if kind == "per-class" else reliability(df)
+
+
+def save_figure(fig: Figure, out: str | Path) -> Path:
+    """Write a .png or .pdf atomically (a half-written plot never replaces a good one)."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".pdf"):
+        raise ConfigError(f"plot file '{out}' must end in .png or .pdf")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: fig.savefig(f, format=out.suffix.lower()[1:], dpi=150))
+    return out

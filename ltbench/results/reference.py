@@ -1,0 +1,70 @@
+"""Published numbers that `ltbench table --with-reference` prints next to our runs (PROTOCOL.md).
+
+Each entry says which setting it was measured in (dataset, imbalance factor, backbone, recipe); a table
+shows an entry only where its runs share that setting, so a number is never set beside runs it cannot be
+compared with. Accuracies and ECE are in percent; None: not reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOURCES = {
+    "BagofTricks-LT": "Zhang et al., Bag of Tricks for Long-Tailed Visual Recognition with Deep Convolutional "
+                      "Neural Networks, AAAI 2021 (trick gallery; reported as error, stored as 100 - error)",
+    "MiSLAS": "Zhong et al., Improving Calibration for Long-Tailed Recognition, CVPR 2021 (CIFAR-LT, ResNet-32)",
+    "Kang et al.": "Kang et al., Decoupling Representation and Classifier for Long-Tailed Recognition, ICLR 2020 "
+                   "(ImageNet-LT, ResNeXt-50)",
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    source: str  # a key of SOURCES
+    method: str  # as the paper names it
+    dataset: str  # ltbench dataset name
+    imbalance: float | None  # None: the published split (ImageNet-LT)
+    backbone: str
+    recipe: str
+    acc: float
+    many_acc: float | None = None
+    medium_acc: float | None = None
+    few_acc: float | None = None
+    ece: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} [{self.source}, paper]"
+
+
+def _cifar(source: str, method: str, numbers: dict[tuple[str, float], float | tuple[float, float]]) -> list[Reference]:
+    refs = []
+    for (dataset, imbalance), value in numbers.items():
+        acc, ece = value if isinstance(value, tuple) else (value, None)
+        refs.append(Reference(source, method, dataset, imbalance, "resnet32", "paper", acc, ece=ece))
+    return refs
+
+
+def _bag_of_tricks(method: str, c10_100: float, c10_50: float, c100_100: float, c100_50: float) -> list[Reference]:
+    return _cifar("BagofTricks-LT", method, {("cifar10-lt", 100): c10_100, ("cifar10-lt", 50): c10_50,
+                                              ("cifar100-lt", 100): c100_100, ("cifar100-lt", 50): c100_50})
+
+
+def _kang(method: str, many: float, medium: float, few: float, acc: float) -> Reference:
+    return Reference("Kang et al.", method, "imagenet-lt", None, "resnext50_32x4d", "imagenet", acc,
+                     many_acc=many, medium_acc=medium, few_acc=few)
+
+
+REFERENCES: list[Reference] = [
+    *_bag_of_tricks("CE", 70.36, 74.81, 38.32, 43.85),
+    *_bag_of_tricks("cRT", 74.99, 80.17, 40.26, 45.36),
+    *_bag_of_tricks("LWS", 72.63, 78.66, 40.16, 45.21),
+    *_bag_of_tricks("tau-norm", 72.70, 79.78, 40.96, 45.69),
+    *_bag_of_tricks("label smoothing (CE)", 72.81, 76.57, 38.44, 42.34),
+    *_cifar("MiSLAS", "MiSLAS", {("cifar10-lt", 100): (82.5, 3.66), ("cifar10-lt", 50): (85.7, 2.01),
+                                 ("cifar10-lt", 10): (90.0, 1.20), ("cifar100-lt", 100): (47.0, 4.83),
+                                 ("cifar100-lt", 50): (52.3, 2.47), ("cifar100-lt", 10): (63.2, 1.73)}),
+    _kang("CE", 65.9, 37.5, 7.7, 44.4),
+    _kang("cRT", 61.8, 46.2, 27.4, 49.6),
+    _kang("tau-norm", 59.1, 46.9, 30.7, 49.4),
+    _kang("LWS", 60.2, 47.2, 30.3, 49.9),
+]

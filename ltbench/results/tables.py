@@ -1,0 +1,441 @@
+"""Tables from run folders: scan ``<results>/runs/*/`` into pandas, aggregate over seeds, render.
+
+Runs are grouped by everything that defines them except the seed: method and method options, dataset,
+imbalance factor and long-tail profile, backbone and recipe. A recipe whose schedule was overridden
+(``--epochs 1``) is shown as ``smoke[epochs=1]``, so shortened runs never average with full ones. A group
+shows mean ± sample std (ddof=1; blank for one seed) over its seeds and how many there were. Device and
+precision are not part of a group: bf16 and fp32 runs of one setting are seeds of one experiment.
+
+Options are labelled against the method's declared ``defaults`` (``dasl[beta=0.3]``), so a label means
+the same whatever subset of runs a table shows; a method that cannot be imported here (a plugin not on
+the path, a file being edited) falls back to the most common value of each option among its runs.
+
+Rows of a recipe other than the papers' (``paper``, ``imagenet``) carry it in their label (``ce (cpu)``):
+cpu numbers must never pass for paper numbers. Best values are marked among our runs only (published
+rows are context, not contestants).
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ..errors import ConfigError, NotFoundError
+from .reference import REFERENCES, Reference
+from .store import read_json, write_text
+
+METRICS = ("acc", "many_acc", "medium_acc", "few_acc", "balanced_acc", "ece", "nll", "wrong_confidence",
+           "feature_compactness")
+GROUPS = ("many", "medium", "few")
+PUBLISHED_RECIPES = ("paper", "imagenet")
+SCHEDULE_OVERRIDES = ("epochs", "stage2_epochs", "batch_size", "lr", "stage2_lr")
+METHOD_ORDER = ("ce", "label-smoothing", "crt", "lws", "tau-norm", "ncm", "dasl")  # baselines first, as papers do
+DATASET_NAMES = {"cifar10-lt": "CIFAR-10-LT", "cifar100-lt": "CIFAR-100-LT", "imagenet-lt": "ImageNet-LT",
+                 "places-lt": "Places-LT", "inat18": "iNat18", "digits-lt": "digits-LT", "mnist-lt": "MNIST-LT",
+                 "fashion-mnist-lt": "Fashion-MNIST-LT"}
+SETTING = ["dataset", "imbalance", "profile"]
+GROUP_KEYS = ["label", "base", "method", "setting", *SETTING, "backbone", "recipe", "recipe_name"]
+LAYOUTS = ("paper", "long")
+TABLE_METRICS = ("acc", "error")
+FORMATS = ("rich", "markdown", "latex", "csv")
+SUFFIX_FORMATS = {".md": "markdown", ".tex": "latex", ".csv": "csv"}
+_MISSING = object()
+
+
+# reading runs ----------------------------------------------------------------------------------------
+def parse_filters(pairs: list[str] | None) -> dict[str, list[str]]:
+    """``KEY=VALUE`` on config.json keys (dotted for nested ones: ``method_options.beta``); a key given
+    twice matches either value."""
+    filters: dict[str, list[str]] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"filter '{pair}' must look like KEY=VALUE (e.g. --filter method=crt)")
+        filters.setdefault(key.strip(), []).append(value.strip())
+    return filters
+
+
+def _lookup(config: dict, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _matches(value, wanted: str) -> bool:
+    if value is _MISSING:
+        return False
+    if isinstance(value, bool):
+        return wanted.lower() in (("true", "on", "yes", "1") if value else ("false", "off", "no", "0"))
+    if isinstance(value, (int, float)):
+        try:
+            return float(wanted) == float(value)
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def compact_options(options: dict) -> str:
+    return ",".join(f"{k}={format_value(v)}" for k, v in sorted(options.items()))
+
+
+def _row(folder: Path, config: dict, metrics: dict) -> dict:
+    overrides = {k: config[k] for k in SCHEDULE_OVERRIDES if config.get(k) is not None}
+    row = {"run": folder.name, "path": str(folder), "method": config["method"],
+           "options": config.get("method_options") or {}, "dataset": config["dataset"],
+           "imbalance": config.get("imbalance"), "profile": config.get("profile", "exp"),
+           "backbone": config["backbone"], "recipe_name": config["recipe"],
+           "recipe": config["recipe"] + (f"[{compact_options(overrides)}]" if overrides else ""),
+           "seed": config["seed"], "run_key": metrics.get("run_key")}
+    row["setting"] = setting_name(row["dataset"], row["imbalance"], row["profile"])
+    row.update({m: metrics.get(m) for m in METRICS})
+    row.update({g: metrics["group_sizes"][g] for g in GROUPS})
+    return row
+
+
+def load_runs(results: str | Path, filters: dict[str, list[str]] | None = None,
+              warn: Callable[[str], None] = warnings.warn) -> pd.DataFrame:
+    """One row per finished run under ``<results>/runs/``, with ``label`` and ``base`` columns.
+
+    A folder without metrics.json is unfinished (metrics.json is written last) and unreadable JSON is a
+    half-copied folder: both are skipped with one ``warn`` line each, so a live sweep never breaks a table.
+    """
+    filters = filters or {}
+    rows, seen_keys, read_any = [], set(), False
+    for folder in sorted(p for p in (Path(results) / "runs").glob("*") if p.is_dir()):
+        if not (folder / "metrics.json").is_file():
+            warn(f"skipped {folder}: unfinished (no metrics.json)")
+            continue
+        try:
+            config, metrics = read_json(folder / "config.json"), read_json(folder / "metrics.json")
+            row = _row(folder, config, metrics)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warn(f"skipped {folder}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        read_any = True
+        seen_keys.update(k for k in filters if _lookup(config, k) is not _MISSING)
+        if all(any(_matches(_lookup(config, k), v) for v in values) for k, values in filters.items()):
+            rows.append(row)
+    unknown = sorted(set(filters) - seen_keys)
+    if unknown and read_any:
+        raise ConfigError(f"no run has the config key {', '.join(map(repr, unknown))}; filter on keys of "
+                          f"config.json (method, dataset, imbalance, recipe, seed, method_options.NAME, ...)")
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df[list(METRICS)] = df[list(METRICS)].astype(float)  # None (an empty shot group) -> NaN
+    return add_labels(df)
+
+
+def _most_common(values: list):
+    counts = Counter(json.dumps(v, sort_keys=True) for v in values)
+    return json.loads(counts.most_common(1)[0][0])
+
+
+def method_defaults(df: pd.DataFrame) -> dict[str, dict]:
+    """Each method's default options: its class's ``defaults``, else the most common value per option."""
+    from ..registry import METHODS, load_methods
+
+    try:
+        load_methods()
+    except Exception:  # noqa: BLE001  a method file being written must not stop tables reading files
+        pass
+    defaults = {}
+    for method, options in df.groupby("method")["options"]:
+        if method in METHODS:
+            defaults[method] = dict(METHODS.get(method).obj.defaults)
+        else:
+            keys = {k for o in options for k in o}
+            defaults[method] = {k: _most_common([o.get(k) for o in options]) for k in keys}
+    return defaults
+
+
+def option_label(method: str, options: dict, defaults: dict) -> str:
+    """``dasl[beta=0.3]``: the method with the options that differ from its defaults."""
+    changed = {k: v for k, v in options.items() if defaults.get(k, _MISSING) != v}
+    return f"{method}[{compact_options(changed)}]" if changed else method
+
+
+def add_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """``base``: method[changed options]; ``label``: base plus the recipe where it is not a published one
+    or several are shown, plus the backbone where several are shown. Rows come baselines first."""
+    defaults = method_defaults(df)
+    df = df.copy()
+    df["base"] = [option_label(m, o, defaults[m]) for m, o in zip(df["method"], df["options"])]
+    several_recipes, several_backbones = df["recipe"].nunique() > 1, df["backbone"].nunique() > 1
+
+    def label(row) -> str:
+        parts = [row.recipe] if several_recipes or row.recipe not in PUBLISHED_RECIPES else []
+        parts += [row.backbone] if several_backbones else []
+        return row.base + (f" ({', '.join(parts)})" if parts else "")
+
+    df["label"] = [label(row) for row in df.itertuples()]
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    df["_rank"] = df["method"].map(lambda m: rank.get(m, len(rank)))
+    return df.sort_values(["_rank", "label", "seed"]).drop(columns="_rank").reset_index(drop=True)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: ``<metric>_mean``, ``<metric>_std`` (ddof=1, NaN for one seed), ``seeds``."""
+    grouped = df.groupby(GROUP_KEYS, dropna=False, sort=False)
+    stats = grouped[list(METRICS)].agg(["mean", "std"])
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    stats["seeds"] = grouped.size()
+    for group in GROUPS:
+        stats[group] = grouped[group].first()
+    return stats.reset_index()
+
+
+def setting_name(dataset: str, imbalance, profile: str = "exp") -> str:
+    """``CIFAR-10-LT IF100``: a column of the paper layout."""
+    name = DATASET_NAMES.get(dataset, dataset)
+    if imbalance is None or pd.isna(imbalance):
+        return name
+    return f"{name} IF{imbalance:g}" + (f" {profile}" if profile != "exp" else "")
+
+
+def _order(summary: pd.DataFrame) -> pd.DataFrame:
+    """Datasets in name order, largest imbalance first (as CIFAR-LT papers print), baselines before others."""
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    keyed = summary.assign(_imb=-summary["imbalance"].astype(float).fillna(0),
+                           _method=summary["method"].map(lambda m: rank.get(m, len(rank))))
+    return keyed.sort_values(["dataset", "_imb", "profile", "_method", "label"]).drop(columns=["_imb", "_method"])
+
+
+# table model -----------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    mean: float | None
+    std: float | None = None
+    seeds: int | None = None
+    best: bool = False
+
+    def text(self, show_seeds: bool = False, pm: str = "±") -> str:
+        if self.mean is None:
+            return "-"
+        text = f"{self.mean:.2f}" + (f" {pm} {self.std:.2f}" if self.std is not None else "")
+        return text + (f" [{self.seeds}]" if show_seeds and self.seeds else "")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list]  # str or Cell entries
+    references: int = 0  # the last `references` rows are published numbers
+    show_seeds: bool = False  # seed counts differ between cells: print them in brackets
+
+
+def _num(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _cell(row, metric: str, error: bool = False) -> Cell:
+    mean, std = _num(row[f"{metric}_mean"]), _num(row[f"{metric}_std"])
+    if error and mean is not None:
+        mean = 100.0 - mean
+    return Cell(mean, std, int(row["seeds"]))
+
+
+def _mark_best(cells: list[Cell], lower_is_better: bool) -> None:
+    """Bold the best of two or more values (as printed: ties at two decimals are all best)."""
+    values = [round(c.mean, 2) for c in cells if c.mean is not None]
+    if len(values) > 1:
+        best = min(values) if lower_is_better else max(values)
+        for cell in cells:
+            cell.best = cell.mean is not None and round(cell.mean, 2) == best
+
+
+def _reference_matches(ref: Reference, row) -> bool:
+    same_imbalance = (ref.imbalance is None and pd.isna(row["imbalance"])) or (
+        ref.imbalance is not None and not pd.isna(row["imbalance"]) and float(row["imbalance"]) == ref.imbalance)
+    return (ref.dataset == row["dataset"] and same_imbalance and ref.backbone == row["backbone"]
+            and ref.recipe == row["recipe"] and row["profile"] == "exp")
+
+
+def _ref_cell(value: float | None, error: bool = False) -> Cell:
+    return Cell(None if value is None else (100.0 - value if error else value))
+
+
+def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False) -> Table:
+    """One row per group: all / many / medium / few / ECE / seeds; best marked within each dataset × IF."""
+    error = metric == "error"
+    summary = _order(summary)
+    sizes = summary[list(GROUPS)].drop_duplicates()
+    uniform = len(sizes) == 1
+    group_columns = [f"{g} ({int(sizes.iloc[0][g])})" if uniform else g for g in GROUPS]
+    columns = ["method", "dataset", "backbone", "recipe", "all", *group_columns, "ECE", "seeds"]
+    if not uniform:
+        columns.append("classes many/medium/few")
+    rows = []
+    for _, row in summary.iterrows():
+        cells = [_cell(row, m, error) for m in ("acc", "many_acc", "medium_acc", "few_acc")] + [_cell(row, "ece")]
+        rows.append([row["base"], row["setting"], row["backbone"], row["recipe"], *cells, str(row["seeds"])]
+                    + ([] if uniform else ["/".join(str(int(row[g])) for g in GROUPS)]))
+    for setting in summary["setting"].unique():
+        members = [r for r in rows if r[1] == setting]
+        for column in range(4, 9):
+            _mark_best([r[column] for r in members], lower_is_better=error or column == 8)
+    references = []
+    if with_reference:
+        for ref in REFERENCES:
+            if any(_reference_matches(ref, row) for _, row in summary.iterrows()):
+                values = (ref.acc, ref.many_acc, ref.medium_acc, ref.few_acc)
+                references.append([ref.label, setting_name(ref.dataset, ref.imbalance), ref.backbone, ref.recipe,
+                                   *(_ref_cell(v, error) for v in values), _ref_cell(ref.ece), "-"]
+                                  + ([] if uniform else [""]))
+    what = "error" if error else "accuracy"
+    title = f"Top-1 {what} (%) and ECE (%), mean ± std over seeds; best per dataset in bold"
+    return Table(title, columns, rows + references, len(references))
+
+
+def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False) -> Table:
+    """Rows are methods, columns dataset × IF of top-1 accuracy (or error), as CIFAR-LT papers print."""
+    error = metric == "error"
+    summary = _order(summary)
+    settings, labels = list(summary["setting"].unique()), list(summary["label"].unique())
+    cells = {(row["label"], row["setting"]): _cell(row, "acc", error) for _, row in summary.iterrows()}
+    rows = [[label] + [cells.get((label, s), Cell(None)) for s in settings] for label in labels]
+    for i in range(len(settings)):
+        _mark_best([row[i + 1] for row in rows], lower_is_better=error)
+    references: dict[str, list[Cell]] = {}
+    if with_reference:
+        for ref in REFERENCES:
+            for i, setting in enumerate(settings):
+                if any(_reference_matches(ref, row) for _, row in summary[summary["setting"] == setting].iterrows()):
+                    references.setdefault(ref.label, [Cell(None)] * len(settings))[i] = _ref_cell(ref.acc, error)
+    seeds = sorted(summary["seeds"].unique())
+    if seeds == [1]:
+        over = "one seed"
+    else:
+        over = f"mean ± std over {seeds[0]} seeds" if len(seeds) == 1 else \
+            f"mean ± std over {seeds[0]}-{seeds[-1]} seeds (number in brackets)"
+    title = f"Top-1 {'error' if error else 'accuracy'} (%), {over}; best per column in bold"
+    rows += [[label, *ref_cells] for label, ref_cells in references.items()]
+    return Table(title, ["method", *settings], rows, len(references), show_seeds=len(seeds) > 1)
+
+
+# rendering -------------------------------------------------------------------------------------------
+def _latex_escape(text: str) -> str:
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+    return "".join(specials.get(ch, ch) for ch in text)
+
+
+def _markdown(table: Table) -> str:
+    def entry(value) -> str:
+        if isinstance(value, Cell):
+            text = value.text(table.show_seeds)
+            return f"**{text}**" if value.best else text
+        return str(value).replace("|", r"\|")
+
+    align = ["--:" if isinstance(v, Cell) else ":--" for v in table.rows[0]]
+    lines = [f"**{table.title}**", "", "| " + " | ".join(table.columns) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(entry(v) for v in row) + " |" for row in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+def _latex(table: Table) -> str:
+    def entry(value) -> str:
+        if isinstance(value, Cell):
+            text = _latex_escape(value.text(table.show_seeds))
+            return rf"\textbf{{{text}}}" if value.best else text
+        return _latex_escape(str(value))
+
+    spec = "".join("r" if isinstance(v, Cell) else "l" for v in table.rows[0])
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(table.title)}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(_latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    for i, row in enumerate(table.rows):
+        if table.references and i == len(table.rows) - table.references:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(entry(v) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(table: Table) -> str:
+    """The numbers, not their formatting: a mean and a std column (and n, where seeds differ) per value."""
+    records = []
+    for row in table.rows:
+        record = {}
+        for column, value in zip(table.columns, row):
+            if isinstance(value, Cell):
+                record[column], record[f"{column} std"] = value.mean, value.std
+                if table.show_seeds:
+                    record[f"{column} seeds"] = value.seeds
+            else:
+                record[column] = value
+        records.append(record)
+    return pd.DataFrame(records).to_csv(index=False)
+
+
+def to_rich(table: Table):
+    """A rich Table (bold best values); labels are Text, so ``dasl[beta=0.3]`` is never read as markup."""
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    rich_table = RichTable(title=Text(table.title))
+    for column, value in zip(table.columns, table.rows[0]):
+        numbers = isinstance(value, Cell)
+        rich_table.add_column(Text(column), justify="right" if numbers else "left", no_wrap=numbers)
+    first_reference = len(table.rows) - table.references
+    for i, row in enumerate(table.rows):
+        cells = [Text(v.text(table.show_seeds), style="bold" if v.best else "") if isinstance(v, Cell) else Text(str(v))
+                 for v in row]
+        rich_table.add_row(*cells, end_section=table.references > 0 and i == first_reference - 1)
+    return rich_table
+
+
+def render(table: Table, fmt: str) -> str:
+    """The table as text in ``fmt`` (rich gives the plain-text drawing, for files)."""
+    if fmt == "rich":
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=400, color_system=None).print(to_rich(table))
+        return buffer.getvalue()
+    return {"markdown": _markdown, "latex": _latex, "csv": _csv}[fmt](table)
+
+
+def output_format(fmt: str | None, out: Path | None) -> str:
+    """--format wins, else the file suffix (.md, .tex, .csv; anything else: rich's text drawing)."""
+    fmt = fmt or (SUFFIX_FORMATS.get(out.suffix.lower(), "rich") if out else "rich")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown table format '{fmt}' (choose {', '.join(FORMATS)})")
+    return fmt
+
+
+def write_table(table: Table, out: Path, fmt: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_text(Path(out), render(table, fmt))
+
+
+def build_table(results: str | Path, layout: str = "paper", metric: str = "acc", filters: list[str] | None = None,
+                with_reference: bool = False, warn: Callable[[str], None] = warnings.warn) -> Table:
+    """Scan, aggregate and lay out the runs of one results folder."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown table layout '{layout}' (choose {', '.join(LAYOUTS)})")
+    if metric not in TABLE_METRICS:
+        raise ConfigError(f"unknown table metric '{metric}' (choose {', '.join(TABLE_METRICS)})")
+    df = load_runs(results, parse_filters(filters), warn)
+    if df.empty:
+        where = Path(results) / "runs"
+        raise NotFoundError(f"no finished runs{' match the filters' if filters else ''} in {where}; run "
+                            f"`ltbench run` or `ltbench sweep SUITE.toml` first, or pass --results DIR")
+    make = paper_table if layout == "paper" else long_table
+    return make(summarize(df), metric, with_reference)

@@ -1,0 +1,222 @@
+"""`ltbench sweep`: suite validation, finished runs skipped, stage 1 shared, scheduling, submitit."""
+import json
+import shutil
+
+import pytest
+from test_tables import invoke  # noqa: E402  (tests/ is on sys.path under pytest)
+
+from ltbench.config import RunConfig
+from ltbench.errors import ConfigError
+from ltbench.results.store import RunStore, write_json
+from ltbench.results.sweep import SweepRun, load_suite, schedule
+
+TINY = """
+methods = ["ce", "crt"]
+datasets = ["digits-lt"]
+recipe = "smoke"
+epochs = 1
+stage2_epochs = 1
+precision = "fp32"
+device = "cpu"
+"""
+
+
+def write_suite(folder, text, name="tiny.toml"):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def finished(results) -> dict:
+    """method -> metrics.json of every finished run."""
+    runs = {}
+    for metrics in (results / "runs").glob("*/metrics.json"):
+        config = json.loads((metrics.parent / "config.json").read_text())
+        runs[config["method"]] = json.loads(metrics.read_text())
+    return runs
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """The tiny suite listed (--dry-run) and then run once, in one results folder."""
+    folder = tmp_path_factory.mktemp("sweep")
+    suite, results = write_suite(folder, TINY), folder / "results"
+    dry = invoke("sweep", suite, "--results", results, "--dry-run")
+    first = invoke("sweep", suite, "--results", results, "-q")
+    return suite, results, dry, first
+
+
+def test_dry_run_lists_what_trains_and_what_is_reused(swept):
+    suite, results, dry, _ = swept
+    assert dry.exit_code == 0, dry.output
+    ce, crt = dry.stdout.strip().splitlines()
+    assert "run" in ce and "ce digits-lt seed 0: representation: train" in ce
+    assert "crt digits-lt seed 0: representation: reuse" in crt and "(trained by ce digits-lt seed 0)" in crt
+    assert "classifier: train" in crt
+
+
+def test_sweep_runs_the_grid_and_crt_reuses_stage_1(swept):
+    _, results, _, first = swept
+    assert first.exit_code == 0, first.output
+    runs = finished(results)
+    assert sorted(runs) == ["ce", "crt"]
+    assert runs["ce"]["stages"][0]["reused"] is False and runs["crt"]["stages"][0]["reused"] is True
+    assert runs["crt"]["stages"][0]["key"] == runs["ce"]["stages"][0]["key"]
+    assert "2 run(s) done, 0 already finished" in first.stderr
+
+
+def test_a_second_sweep_executes_nothing(swept):
+    suite, results, _, _ = swept
+    before = sorted(p.name for p in (results / "runs").iterdir())
+    again = invoke("sweep", suite, "--results", results, "-q")
+    assert again.exit_code == 0, again.output
+    assert "start" not in again.stderr and "0 run(s) done, 2 already finished" in again.stderr
+    assert sorted(p.name for p in (results / "runs").iterdir()) == before
+    listed = invoke("sweep", suite, "--results", results, "--dry-run").stdout.strip().splitlines()
+    assert len(listed) == 2 and all(" done " in line for line in listed)
+
+
+def test_submitit_local_executor_resumes_the_suite(swept, tmp_path):
+    suite, results, _, _ = swept
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    shutil.rmtree(next((copy / "runs").glob("crt-*")))  # as if the sweep had stopped before crt
+    result = invoke("sweep", suite, "--results", copy, "--executor", "submitit-local", "-q")
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) done, 1 already finished" in result.stderr
+    assert finished(copy)["crt"]["stages"][0]["reused"] is True
+    assert list((copy / "sweeps" / "tiny" / "slurm_logs").glob("*_result.pkl"))
+
+
+def test_an_interrupted_run_is_resumed_in_its_folder(swept, tmp_path):
+    suite, results, _, _ = swept
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    ce_dir = next((copy / "runs").glob("ce-*"))
+    (ce_dir / "metrics.json").unlink()  # as if killed before it finished
+    listed = invoke("sweep", suite, "--results", copy, "--dry-run").stdout
+    assert f"resume     ce digits-lt seed 0 (runs/{ce_dir.name})" in listed
+    result = invoke("sweep", suite, "--results", copy, "-q")
+    assert result.exit_code == 0, result.output
+    assert (ce_dir / "metrics.json").is_file() and len(list((copy / "runs").iterdir())) == 2
+
+
+def test_table_and_plots_read_the_sweep_results(swept):
+    _, results, _, _ = swept
+    table = invoke("table", "--results", results, "--layout", "long", "--format", "csv")
+    assert table.exit_code == 0, table.output
+    rows = table.stdout.strip().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["ce", "crt"] and "smoke[epochs=1,stage2_epochs=1]" in rows[0]
+    for kind in ("per-class", "reliability"):
+        assert invoke("plot", kind, "--results", results).exit_code == 0
+        assert (results / "plots" / f"{kind}.png").stat().st_size > 0
+
+
+def test_worker_processes_run_independent_runs_at_once(tmp_path):
+    suite = write_suite(tmp_path, TINY.replace('["ce", "crt"]', '["ce"]') + "seeds = [0, 1]\n")
+    result = invoke("sweep", suite, "--results", tmp_path / "results", "--jobs", "2", "-q")
+    assert result.exit_code == 0, result.output
+    events = [line.split()[0] for line in result.stderr.splitlines() if line.startswith(("start", "done"))]
+    assert events == ["start", "start", "done", "done"]
+    assert len(list((tmp_path / "results" / "runs").glob("*/metrics.json"))) == 2
+
+
+class FakeJob:
+    """Finishes on its second poll, leaving the artifacts of its trainable stages behind."""
+
+    def __init__(self, run: SweepRun, store: RunStore):
+        self.run, self.store, self.polls = run, store, 0
+
+    def done(self) -> bool:
+        self.polls += 1
+        if self.polls == 2:
+            for _, key, cacheable in self.run.stages:
+                if cacheable:
+                    self.store.stage_dir(key).mkdir(parents=True, exist_ok=True)
+                    write_json(self.store.stage_dir(key) / "meta.json", {"key": key})
+        return self.polls >= 2
+
+    def result(self) -> dict:
+        return {"run_name": self.run.label, "acc": 50.0, "reused": []}
+
+
+class FakeBackend:
+    def __init__(self, runs, store):
+        self.runs, self.store, self.jobs, self.events = {r.label: r for r in runs}, store, [], []
+
+    def submit(self, config: dict) -> FakeJob:
+        running = [job.run.label for job in self.jobs if job.polls < 2]
+        self.events.append((config["run_name"], running, self.store.has_stage("k1")))
+        job = FakeJob(self.runs[config["run_name"]], self.store)
+        self.jobs.append(job)
+        return job
+
+
+def fake_run(label: str, *keys: str) -> SweepRun:
+    return SweepRun(label, RunConfig(method="ce", run_name=label), f"run-{label}",
+                    [(f"stage{i}", key, True) for i, key in enumerate(keys)])
+
+
+def test_no_two_runs_train_the_same_stage_at_once(tmp_path):
+    store = RunStore(tmp_path)
+    runs = [fake_run("ce", "k1"), fake_run("crt", "k1", "k2"), fake_run("other", "k3")]
+    backend = FakeBackend(runs, store)
+    done, failed = schedule(runs, backend, store, jobs=3, log=lambda message: None, poll_s=0)
+    assert (done, failed) == (3, [])
+    started = {label: (running, cached) for label, running, cached in backend.events}
+    assert [label for label, _, _ in backend.events] == ["ce", "other", "crt"]
+    assert started["other"] == (["ce"], False)  # unrelated runs go in parallel
+    assert started["crt"][1] is True  # crt waited for ce's stage 1 artifact
+
+
+def test_cached_stages_do_not_hold_runs_back(tmp_path):
+    store = RunStore(tmp_path)
+    store.stage_dir("k1").mkdir(parents=True)
+    write_json(store.stage_dir("k1") / "meta.json", {"key": "k1"})
+    runs = [fake_run("crt", "k1", "k2"), fake_run("lws", "k1", "k4")]
+    backend = FakeBackend(runs, store)
+    schedule(runs, backend, store, jobs=2, log=lambda message: None, poll_s=0)
+    assert backend.events[1][:2] == ("lws", ["crt"])
+
+
+def test_suite_expansion_with_variants_and_method_options(tmp_path):
+    suite = load_suite(write_suite(tmp_path, """
+name = "expansion"
+methods = ["ce"]
+datasets = ["digits-lt"]
+imbalance = [10, 20]
+seeds = [0, 1]
+recipe = "smoke"
+
+[options.label-smoothing]
+epsilon_head = 0.2
+
+[[variants]]
+name = "ls-strong"
+method = "label-smoothing"
+options = { epsilon = 0.3 }
+"""), tmp_path / "results")
+    assert suite.name == "expansion" and len(suite.runs) == 8
+    labels = [label for label, _ in suite.runs]
+    assert "ce digits-lt IF10 seed 0" in labels and "ls-strong digits-lt IF20 seed 1" in labels
+    variant = dict(suite.runs)["ls-strong digits-lt IF20 seed 1"]
+    assert variant.method == "label-smoothing" and variant.method_options == {"epsilon_head": 0.2, "epsilon": 0.3}
+    assert variant.imbalance == 20 and variant.seed == 1 and variant.recipe == "smoke"
+    assert variant.out == str((tmp_path / "results").resolve())
+
+
+@pytest.mark.parametrize("text, message", [
+    (TINY + "epoch = 3\n", "unknown key 'epoch'; did you mean 'epochs'?"),
+    (TINY.replace('"crt"', '"cRT2"'), "unknown method 'cRT2'"),
+    (TINY.replace("epochs = 1", 'epochs = "ten"'), "'epochs' must be int"),
+    (TINY + '[[variants]]\nname = "x"\nmethod = "ce"\noptions = { beta = 1 }\n', "has no option beta"),
+    (TINY.replace("digits-lt", "digits-ltt"), "unknown dataset 'digits-ltt'"),
+])
+def test_bad_suites_are_one_line_naming_the_file(tmp_path, text, message):
+    path = write_suite(tmp_path, text, "bad-suite.toml")
+    with pytest.raises(ConfigError, match="bad-suite.toml"):
+        load_suite(path)
+    result = invoke("sweep", path, "--results", tmp_path / "results", "--dry-run")
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "bad-suite.toml" in lines[0]

@@ -1,0 +1,200 @@
+"""`ltbench table` on fabricated run folders: aggregation over seeds, layouts, formats, references."""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ltbench.cli import app
+from ltbench.results.tables import build_table, load_runs, render, summarize
+
+GROUP_SIZES = {"cifar10-lt": {"many": 10, "medium": 0, "few": 0}, "cifar100-lt": {"many": 35, "medium": 35, "few": 30}}
+
+
+def make_run(results: Path, name: str, method: str = "ce", seed: int = 0, acc: float = 70.0, *,
+             options: dict | None = None, dataset: str = "cifar10-lt", imbalance: float | None = 100.0,
+             recipe: str = "paper", backbone: str = "resnet32", ece: float = 5.0, per_class: list | None = None,
+             train_counts: list | None = None, logits: np.ndarray | None = None, labels: np.ndarray | None = None,
+             **config) -> Path:
+    """A finished run folder as `ltbench run` writes it (only the fields that tables and plots read)."""
+    run = results / "runs" / name
+    run.mkdir(parents=True)
+    sizes = GROUP_SIZES.get(dataset, {"many": 2, "medium": 4, "few": 4})
+    (run / "config.json").write_text(json.dumps({
+        "method": method, "method_options": options or {}, "dataset": dataset, "imbalance": imbalance,
+        "profile": "exp", "backbone": backbone, "recipe": recipe, "seed": seed, "precision": "fp32",
+        "epochs": None, "stage2_epochs": None, "batch_size": None, "lr": None, "stage2_lr": None,
+        "run_key": f"key-{name}", **config}))
+    (run / "metrics.json").write_text(json.dumps({
+        "acc": acc, "many_acc": acc + 10, "medium_acc": acc - 10 if sizes["medium"] else None,
+        "few_acc": acc - 30 if sizes["few"] else None, "ece": ece, "nll": 1.0, "wrong_confidence": 0.7,
+        "balanced_acc": acc, "group_sizes": sizes, "feature_compactness": 0.5, "stages": [],
+        "run_key": f"key-{name}", "status": "complete"}))
+    if per_class is not None:
+        rows = "".join(f"{c},{n},30,0,{a},many\n" for c, (n, a) in enumerate(zip(train_counts, per_class)))
+        (run / "per_class.csv").write_text("class,train_count,test_count,correct,acc,group\n" + rows)
+    if logits is not None:
+        np.savez_compressed(run / "test_logits.npz", logits=logits.astype(np.float32), labels=labels.astype(np.int64))
+    return run
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def cifar(tmp_path):
+    """ce and crt on CIFAR-10-LT IF100 (3 and 2 seeds), IF50 and CIFAR-100-LT IF100 (1 seed each)."""
+    for seed, acc in enumerate([70.0, 72.0, 74.5]):
+        make_run(tmp_path, f"ce-{seed}", "ce", seed, acc, ece=10.0 + seed)
+    for seed, acc in enumerate([75.0, 76.0]):
+        make_run(tmp_path, f"crt-{seed}", "crt", seed, acc, ece=4.0)
+    make_run(tmp_path, "ce-if50", "ce", 0, 74.0, imbalance=50.0)
+    make_run(tmp_path, "crt-if50", "crt", 0, 73.0, imbalance=50.0)
+    make_run(tmp_path, "ce-c100", "ce", 0, 38.0, dataset="cifar100-lt")
+    return tmp_path
+
+
+def test_mean_and_sample_std_over_seeds(cifar):
+    summary = summarize(load_runs(cifar)).set_index(["label", "setting"])
+    ce = summary.loc[("ce", "CIFAR-10-LT IF100")]
+    # by hand: mean (70 + 72 + 74.5) / 3; squared deviations 4.694 + 0.028 + 5.444 = 10.1667, / (3 - 1)
+    assert ce["acc_mean"] == pytest.approx(72.166667, abs=1e-5)
+    assert ce["acc_std"] == pytest.approx(2.254625, abs=1e-5)
+    assert ce["seeds"] == 3 and ce["ece_mean"] == pytest.approx(11.0)
+    crt = summary.loc[("crt", "CIFAR-10-LT IF100")]
+    assert crt["acc_mean"] == pytest.approx(75.5) and crt["acc_std"] == pytest.approx(0.707107, abs=1e-5)
+    single = summary.loc[("ce", "CIFAR-10-LT IF50")]
+    assert single["seeds"] == 1 and np.isnan(single["acc_std"])
+
+
+def test_paper_layout_rows_columns_and_best(cifar):
+    table = build_table(cifar, "paper")
+    assert table.columns == ["method", "CIFAR-10-LT IF100", "CIFAR-10-LT IF50", "CIFAR-100-LT IF100"]
+    assert [row[0] for row in table.rows] == ["ce", "crt"]
+    ce, crt = table.rows
+    assert ce[1].text(table.show_seeds) == "72.17 ± 2.25 [3]" and crt[1].text() == "75.50 ± 0.71"
+    assert ce[2].text() == "74.00" and ce[2].std is None  # one seed: no std
+    assert crt[3].mean is None  # crt has no CIFAR-100 run
+    assert (ce[1].best, crt[1].best, ce[2].best, crt[2].best) == (False, True, True, False)
+    assert not ce[3].best  # a lone value is not "best"
+    markdown = render(table, "markdown")
+    assert "| crt | **75.50 ± 0.71 [2]** | 73.00 [1] | - |" in markdown  # seed counts differ: shown per cell
+
+    error = build_table(cifar, "paper", metric="error")
+    assert error.rows[0][1].mean == pytest.approx(100 - 72.166667, abs=1e-5)
+    assert error.rows[1][1].best and error.rows[0][2].best  # lowest error wins
+    assert "error" in error.title
+
+
+def test_long_layout_group_sizes_and_empty_groups(cifar):
+    table = build_table(cifar, "long", filters=["dataset=cifar10-lt", "imbalance=100"])
+    assert table.columns == ["method", "dataset", "backbone", "recipe", "all", "many (10)", "medium (0)", "few (0)",
+                             "ECE", "seeds"]
+    ce = table.rows[0]
+    assert ce[:4] == ["ce", "CIFAR-10-LT IF100", "resnet32", "paper"] and ce[-1] == "3"
+    assert ce[5].mean == pytest.approx(82.166667, abs=1e-5) and ce[6].text() == "-"
+    assert table.rows[1][8].best  # lowest ECE: crt
+    mixed = build_table(cifar, "long")
+    assert "many" in mixed.columns and mixed.columns[-1] == "classes many/medium/few"
+    assert [r[-1] for r in mixed.rows if r[1] == "CIFAR-100-LT IF100"] == ["35/35/30"]
+
+
+def test_cpu_recipe_and_options_are_in_the_label(tmp_path):
+    make_run(tmp_path, "ce-cpu", "ce", recipe="cpu")
+    make_run(tmp_path, "ls", "label-smoothing", recipe="cpu",
+             options={"epsilon": 0.2, "stage2": "las", "epsilon_head": 0.3, "epsilon_tail": 0.0})
+    make_run(tmp_path, "ls-short", "label-smoothing", recipe="cpu", epochs=5,
+             options={"epsilon": 0.1, "stage2": "las", "epsilon_head": 0.3, "epsilon_tail": 0.0})
+    for seed, k in enumerate([1, 1, 2]):  # not importable here: the most common value is the default
+        make_run(tmp_path, f"plugin-{seed}", "not-installed", seed, recipe="cpu", options={"k": k})
+    labels = [row[0] for row in build_table(tmp_path, "paper").rows]
+    assert labels == ["ce (cpu)", "label-smoothing (cpu[epochs=5])", "label-smoothing[epsilon=0.2] (cpu)",
+                      "not-installed (cpu)", "not-installed[k=2] (cpu)"]
+    assert build_table(tmp_path, "paper", with_reference=True).references == 0  # cpu numbers: no paper rows
+
+
+def test_references_only_where_the_setting_matches(cifar):
+    make_run(cifar, "ce-cpu", "ce", recipe="cpu", imbalance=10.0)
+    table = build_table(cifar, "paper", with_reference=True)
+    labels = [row[0] for row in table.rows[-table.references:]]
+    assert "cRT [BagofTricks-LT, paper]" in labels and "MiSLAS [MiSLAS, paper]" in labels
+    assert not any("Kang" in label for label in labels)  # no ImageNet-LT run shown
+    crt_ref = table.rows[-table.references:][labels.index("cRT [BagofTricks-LT, paper]")]
+    columns = dict(zip(table.columns[1:], crt_ref[1:]))
+    assert columns["CIFAR-10-LT IF100"].mean == 74.99 and columns["CIFAR-10-LT IF50"].mean == 80.17
+    assert columns["CIFAR-100-LT IF100"].mean == 40.26
+    assert columns["CIFAR-10-LT IF10"].mean is None  # only cpu runs there: MiSLAS' IF10 number stays out
+    assert not any(cell.best for row in table.rows[-table.references:] for cell in row[1:])
+    long = build_table(cifar, "long", with_reference=True, filters=["dataset=cifar10-lt", "imbalance=100"])
+    mislas = next(row for row in long.rows if row[0] == "MiSLAS [MiSLAS, paper]")
+    assert mislas[4].mean == 82.5 and mislas[8].mean == 3.66
+
+
+def _check_latex(text: str) -> None:
+    assert text.count("{") == text.count("}")
+    depth = 0
+    for ch in text:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\end{tabular}"):
+        assert command in text
+    body = text.split(r"\toprule")[1].split(r"\bottomrule")[0]
+    rows = [line for line in body.splitlines() if line.endswith(r"\\")]
+    columns = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", text).group(1))
+    assert rows and all(len(re.findall(r"(?<!\\)&", row)) == columns - 1 for row in rows)
+    assert not re.search(r"(?<!\\)[_%#]", text.replace(r"\_", "").replace(r"\%", "").replace(r"\#", ""))
+
+
+def test_latex_is_well_formed(cifar, tmp_path):
+    make_run(cifar, "ls", "label-smoothing",
+             options={"epsilon": 0.2, "stage2": "las", "epsilon_head": 0.3, "epsilon_tail": 0.05})
+    texts = [render(build_table(cifar, layout, with_reference=True), "latex") for layout in ("paper", "long")]
+    for text in texts:
+        _check_latex(text)
+        assert r"\textbf{" in text and r"epsilon\_tail=0.05" in text and r"$\pm$" in text
+    if shutil.which("pdflatex") is None:
+        return  # the structural checks above stand in for a real compile
+    document = tmp_path / "table.tex"
+    preamble = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
+    document.write_text(preamble + "".join(texts) + "\\end{document}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_half_written_runs_are_skipped_with_a_warning(cifar):
+    (cifar / "runs" / "unfinished").mkdir()
+    (cifar / "runs" / "unfinished" / "config.json").write_text("{}")
+    broken = make_run(cifar, "broken", "ce")
+    (broken / "metrics.json").write_text('{"acc": 7')
+    messages = []
+    df = load_runs(cifar, warn=messages.append)
+    assert len(df) == 8 and "broken" not in set(df["run"])
+    assert len(messages) == 2 and "unfinished" in messages[1] and "broken" in messages[0]
+    result = invoke("table", "--results", cifar)
+    assert result.exit_code == 0
+    assert result.stderr.count("warning:") == 2 and len(result.stderr.strip().splitlines()) == 2
+
+
+def test_cli_filters_formats_and_out_file(cifar, tmp_path):
+    result = invoke("table", "--results", cifar, "--filter", "method=crt", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("method,CIFAR-10-LT IF100,CIFAR-10-LT IF100 std") and lines[1].startswith("crt,75.5,")
+    assert len(lines) == 2
+    out = tmp_path / "tables" / "cifar.tex"
+    result = invoke("table", "--results", cifar, "--layout", "long", "--out", out)
+    assert result.exit_code == 0 and r"\toprule" in out.read_text()
+    result = invoke("table", "--results", cifar, "--filter", "methd=crt")
+    assert result.exit_code != 0 and "methd" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_runs_is_one_error_line(tmp_path):
+    result = invoke("table", "--results", tmp_path)
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error: no finished runs") and len(result.stderr.strip().splitlines()) == 1
