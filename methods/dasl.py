@@ -1,0 +1,327 @@
+"""DaSL: Dynamic Auxiliary Soft Labels for decoupled learning (Wang, Zhang, Shen, Zhao, Neural Networks
+151 (2022) 132-142), RECONSTRUCTED from its abstract (the full text is unavailable; PROTOCOL.md lists
+what the abstract confirms). Every inferred choice is a switch, so benchmarks/dasl-ablation.toml can
+test it; the defaults are the most likely reading.
+
+Stages (default switches):
+  1. representation   backbone + auxiliary network trained together, instance-balanced:
+                      CE(z_m) + CE(z_a) + lambda_s(t) T^2 KL(sg(p_a^T) || p_m^T)
+                      + lambda_f ||norm(h_m) - norm(phi(sg(h_aux)))||^2
+  2. aux-classifier   backbone and auxiliary trunk frozen, auxiliary linear head re-initialised and
+                      re-trained with class-balanced CE, so its soft labels are not head-biased
+  3. classifier       main classifier re-initialised, class-balanced, trained on
+                      q = (1 - beta) onehot(y) + beta sg(softmax(z_a / T))
+Inference uses the main network only: the auxiliary network lives in ``model.extras['dasl_aux']``,
+which ``LTModel.head`` never reads.
+
+Design of the switches that change the stage list (why, in short):
+- ``soft_labels=class``: Online-Label-Smoothing-style per-class targets, the mean softened auxiliary
+  distribution over the previous epoch's CORRECT auxiliary predictions of each class. RECONSTRUCTED
+  fallback: one-hot targets until a class has had a correct prediction (first epoch: all one-hot, i.e.
+  the KL term is then T^2 CE(z_m / T, y)); a class with no correct prediction in an epoch keeps its
+  previous target. The targets are method state, so stage artifacts save and resume them; stage 2 keeps
+  updating them from the (frozen or re-trained) auxiliary network, so its mix uses per-class targets too.
+- ``soft_labels=static``: "static" must mean a teacher that no longer changes, and the teacher's
+  auxiliary network reads ITS OWN backbone's maps, so the teacher is the whole finished network
+  (backbone + auxiliary net) of a default-switch DaSL stage 1. Stages: (A) ``representation`` = the
+  default DaSL stage 1, with the same spec and therefore the same key, so a default DaSL run's artifact
+  is reused (or this run trains it and a later default run reuses it); (B) ``static-representation``:
+  a frozen copy of A becomes ``extras['dasl_teacher']``, backbone and auxiliary net restart from the
+  run's initial weights and are trained with the same loss, except that p_a and h_aux in the
+  distillation terms come from the frozen teacher. The student keeps its own auxiliary network and its
+  CE term, so the ablation isolates "dynamic soft labels", not "auxiliary supervision". Stage 2 is the
+  default one (its soft labels come from a frozen auxiliary network in every mode anyway). Costs one
+  extra stage 1 when A is not cached.
+- ``use_in=stage2``: stage 1 is ``recipe.representation()`` itself, so its key and artifact are shared
+  with CE / cRT / LWS (the auxiliary network is added only after it, so the artifact has no extra
+  keys). The auxiliary network then needs training of its own: an ``aux-network`` stage trains the
+  whole auxiliary network with CE on the frozen stage-1 maps (instance-balanced, as in stage 1 of the
+  default, on the stage-2 schedule), then stage 2 runs as usual.
+- ``use_in=stage1``: stage 2 is exactly cRT's ``recipe.classifier()`` (on DaSL features).
+
+Stage-wise initialisations (the auxiliary head's re-init, the ``aux-network`` stage's net) happen in
+``on_stage_start`` from a CPU generator seeded by (run seed, stage spec), so a stage starts identically
+whether the stages before it were trained or reused, and a cached or resumed stage simply overwrites them.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import replace
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ltbench import Method, Stage, register_method
+from ltbench.config import stable_hash
+from ltbench.errors import ConfigError
+from ltbench.models.auxiliary import AuxiliaryNetwork, aux_stage_indices
+
+AUX = "dasl_aux"  # training-only extras (LTModel.head never reads them)
+TEACHER = "dasl_teacher"
+STAGE1 = ("representation", "static-representation")
+
+
+def mixed_target(labels: torch.Tensor, soft: torch.Tensor, beta: float) -> torch.Tensor:
+    """Stage-2 target q = (1 - beta) onehot(y) + beta soft (soft: detached auxiliary distribution)."""
+    onehot = F.one_hot(labels, soft.shape[1]).to(soft.dtype)
+    return (1 - beta) * onehot + beta * soft.detach()
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 KL(teacher || student^T) (Hinton et al.: T^2 keeps gradient scales comparable across T)."""
+    log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return temperature ** 2 * F.kl_div(log_student, teacher_probs.detach().float(), reduction="batchmean")
+
+
+def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of L2-normalised features (in [0, 4]); callers detach the teacher side."""
+    return (F.normalize(a.float(), dim=1) - F.normalize(b.float(), dim=1)).pow(2).sum(1).mean()
+
+
+class FrozenTeacher(nn.Module):
+    """A finished DaSL stage-1 network (backbone + auxiliary network) that never trains: no gradients,
+    and eval mode even when the runner calls ``model.train()`` (BN statistics stay frozen)."""
+
+    def __init__(self, backbone: nn.Module, aux: AuxiliaryNetwork, indices: list[int]):
+        super().__init__()
+        self.backbone, self.aux, self.indices = backbone, aux, list(indices)
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, maps = self.backbone.forward_intermediates(x, indices=self.indices)
+        return self.aux(maps)
+
+
+@register_method("dasl", summary="Dynamic Auxiliary Soft Labels (Wang et al. 2022, reconstructed): an auxiliary "
+                 "multi-scale network whose online soft labels distil into stage 1 and soften stage 2")
+class DaSL(Method):
+    defaults = {"aux_inputs": "multi", "soft_labels": "sample", "use_in": "both", "feature_distill": True,
+                "distill_direction": "aux_to_main", "aux_stage2": "retrain", "temperature": 2.0,
+                "lambda_soft": 1.0, "lambda_feat": 1.0, "ramp": 0.05, "beta": 0.5, "aux_width": 0}
+    choices = {"aux_inputs": ("multi", "last"), "soft_labels": ("sample", "class", "static"),
+               "use_in": ("both", "stage1", "stage2"), "distill_direction": ("aux_to_main", "main_to_aux"),
+               "aux_stage2": ("retrain", "frozen")}
+    help = {
+        "aux_inputs": "multi: fuse the last 3 backbone stage maps; last: the last map only (single-scale ablation)",
+        "soft_labels": "sample: online per-sample p_a; class: per-class mean of the previous epoch's correct "
+                       "auxiliary predictions (OLS-style); static: a frozen teacher = a finished default DaSL stage 1",
+        "use_in": "both; stage1: stage 2 is plain cRT; stage2: stage 1 is plain CE (shared with CE/cRT), the "
+                  "auxiliary network is then trained on the frozen features",
+        "feature_distill": "on/off (true/false): the feature-level term lambda_f ||norm(h_m) - norm(phi(h_aux))||^2",
+        "distill_direction": "aux_to_main: the auxiliary side is the stop-gradient teacher; main_to_aux: the "
+                             "main network teaches the auxiliary one (both KL and feature terms)",
+        "aux_stage2": "retrain: re-initialise and re-train the auxiliary head class-balanced before stage 2; "
+                      "frozen: use the stage-1 auxiliary head as is",
+        "temperature": "T of the soft labels p = softmax(z / T)",
+        "lambda_soft": "weight of the T^2 KL term, reached after the ramp",
+        "lambda_feat": "weight of the feature distillation term",
+        "ramp": "fraction of stage 1 over which lambda_soft ramps linearly up from 0",
+        "beta": "stage-2 target q = (1 - beta) onehot(y) + beta p_aux",
+        "aux_width": "channels of the auxiliary network; 0: the main feature width capped at 256 (64 on ResNet-32)",
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        o = self.options
+        if o["distill_direction"] == "main_to_aux" and o["soft_labels"] != "sample":
+            raise ConfigError(f"dasl: soft_labels={o['soft_labels']} defines the auxiliary side's soft labels, so it "
+                              f"needs distill_direction=aux_to_main (or use soft_labels=sample)")
+        if o["soft_labels"] == "static" and o["use_in"] == "stage2":
+            raise ConfigError("dasl: soft_labels=static replaces stage 1's soft labels, but use_in=stage2 trains "
+                              "stage 1 with plain CE; use use_in=both or stage1")
+        if o["temperature"] <= 0:
+            raise ConfigError(f"dasl: temperature must be > 0, got {o['temperature']}")
+        if o["aux_width"] < 0:
+            raise ConfigError(f"dasl: aux_width must be >= 0 (0: automatic), got {o['aux_width']}")
+        if not 0 <= o["beta"] <= 1:
+            raise ConfigError(f"dasl: beta must be in [0, 1], got {o['beta']}")
+        self.indices: list[int] = []
+        self.class_targets: torch.Tensor | None = None  # soft_labels=class: (C, C), row c = target of class c
+        self._sums = self._counts = None  # ... and this epoch's sums / counts of correct soft predictions
+        self._initial: dict | None = None  # soft_labels=static: the run's initial weights (stage B restarts there)
+
+    # declaration -----------------------------------------------------------------------------------
+    def stages(self, recipe):
+        o = self.options
+        # every stage that runs the auxiliary network; soft_labels and temperature shape the method state
+        # (class-mode targets) that its artifact saves, so they belong to its key as well
+        aux = {"aux_inputs": o["aux_inputs"], "aux_width": o["aux_width"], "soft_labels": o["soft_labels"],
+               "temperature": o["temperature"]}
+
+        def dasl_stage1(soft_labels: str) -> Stage:
+            return recipe.representation(
+                loss="dasl", **{**aux, "soft_labels": soft_labels}, feature_distill=o["feature_distill"],
+                distill_direction=o["distill_direction"], lambda_soft=o["lambda_soft"], lambda_feat=o["lambda_feat"],
+                ramp=o["ramp"])
+
+        if o["use_in"] == "stage2":
+            stages = [recipe.representation(),
+                      Stage("aux-network", optim=recipe.stage2, trainable="classifier", sampler="instance",
+                            loss="dasl", options=aux)]
+        elif o["soft_labels"] == "static":
+            stages = [dasl_stage1("sample"), replace(dasl_stage1("static"), name="static-representation")]
+        else:
+            stages = [dasl_stage1(o["soft_labels"])]
+        if o["use_in"] == "stage1":
+            return stages + [recipe.classifier()]
+        if o["aux_stage2"] == "retrain":
+            stages.append(recipe.classifier("aux-classifier", reinit=False, loss="dasl", **aux))
+        return stages + [recipe.classifier(loss="dasl", beta=o["beta"], **aux)]
+
+    # hooks -----------------------------------------------------------------------------------------
+    def _new_aux(self, model, num_classes: int) -> AuxiliaryNetwork:
+        return AuxiliaryNetwork.for_backbone(model.backbone, num_classes, self.options["aux_inputs"],
+                                             self.options["aux_width"])
+
+    @contextmanager
+    def _stage_rng(self, stage):
+        """Seeds the CPU generator from (run seed, stage spec) for a stage's fresh modules, then restores it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(stable_hash([self.seed, stage.spec()], 8), 16))
+            yield
+
+    def setup(self, model, data):
+        self.indices = aux_stage_indices(model.backbone, self.options["aux_inputs"])
+        self.num_classes = data.num_classes
+        self.seed = torch.initial_seed()  # the runner has just seeded torch with the run's seed
+        if self.options["use_in"] != "stage2":  # with stage2, stage 1 must stay CE's exact model (no extras)
+            model.extras[AUX] = self._new_aux(model, data.num_classes)
+        if self.options["soft_labels"] == "class":
+            self.class_targets = torch.eye(data.num_classes, device=data.device)  # one-hot fallback
+            self._sums = torch.zeros_like(self.class_targets)
+            self._counts = torch.zeros(data.num_classes, device=data.device)
+        if self.options["soft_labels"] == "static":
+            self._initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def feature_maps(self, stage):
+        return self.indices if stage.loss == "dasl" else None
+
+    def trainable_parameters(self, model, stage):
+        if stage.name == "aux-network":
+            return list(model.extras[AUX].parameters())
+        if stage.name == "aux-classifier":
+            return list(model.extras[AUX].classifier.parameters())
+        params = super().trainable_parameters(model, stage)
+        unused = list(model.extras[TEACHER].parameters()) if TEACHER in model.extras else []
+        if AUX in model.extras and not stage.opts.get("feature_distill", True):
+            unused += model.extras[AUX].adapter.parameters()  # gets no gradient (DDP would wait for one)
+        unused = {id(p) for p in unused}
+        return [p for p in params if id(p) not in unused]
+
+    def on_stage_start(self, state):
+        model, name = state.model, state.stage.name
+        if name == "aux-network":
+            with self._stage_rng(state.stage):
+                model.extras[AUX] = self._new_aux(model, state.data.num_classes).to(state.data.device)
+        if name == "aux-classifier":
+            head = model.extras[AUX].classifier
+            with self._stage_rng(state.stage):
+                fresh = nn.Linear(head.in_features, head.out_features)
+            head.load_state_dict(fresh.state_dict())
+        if name == "static-representation":
+            # the finished stage A (trained or loaded) becomes the frozen teacher; the student restarts
+            # from the run's initial weights (a cached stage B then overwrites both, teacher included)
+            model.extras[TEACHER] = FrozenTeacher(copy.deepcopy(model.backbone), copy.deepcopy(model.extras[AUX]),
+                                                  self.indices)
+            model.load_state_dict(self._initial, strict=False)
+        elif TEACHER in model.extras:  # only stage B uses it: later artifacts and model.pt stay lean
+            del model.extras[TEACHER]
+
+    def on_epoch_end(self, state):
+        if self.class_targets is None or state.stage.loss != "dasl":
+            return
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self._sums)
+            torch.distributed.all_reduce(self._counts)
+        seen = self._counts > 0  # classes without a correct prediction keep their previous target
+        self.class_targets[seen] = self._sums[seen] / self._counts[seen, None]
+        self._sums.zero_(), self._counts.zero_()  # zeroed here, not at epoch start: a resumed epoch keeps its sums
+
+    @torch.no_grad()
+    def _accumulate(self, aux_logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> None:
+        """soft_labels=class: sum the softened distributions of correct auxiliary predictions per class."""
+        if self.class_targets is None:
+            return
+        correct = aux_logits.argmax(1) == labels
+        probs = F.softmax(aux_logits.float()[correct] / temperature, dim=1)
+        self._sums.index_add_(0, labels[correct], probs)
+        self._counts += torch.bincount(labels[correct], minlength=self.num_classes)
+
+    # losses ----------------------------------------------------------------------------------------
+    def stage1_terms(self, out, batch, state) -> dict:
+        """The weighted stage-1 loss terms (summed by ``loss``; separate so tests can probe each)."""
+        opts, model, y = state.stage.opts, state.model, batch["y"]
+        aux = model.extras[AUX]
+        T = opts["temperature"]
+        z_a, h_aux = aux(out.feature_maps)
+        terms = {"ce_main": F.cross_entropy(out.logits.float(), y), "ce_aux": F.cross_entropy(z_a.float(), y)}
+        ramp = opts["ramp"]
+        lambda_s = opts["lambda_soft"] * (min(1.0, state.progress / ramp) if ramp > 0 else 1.0)
+        teacher_logits, teacher_h = z_a, h_aux
+        if opts["soft_labels"] == "static":
+            teacher_logits, teacher_h = model.extras[TEACHER](batch["x"])
+        if opts["distill_direction"] == "aux_to_main":
+            if opts["soft_labels"] == "class":
+                soft = self.class_targets[y]
+            else:
+                soft = F.softmax(teacher_logits.detach().float() / T, dim=1)
+            terms["soft"] = lambda_s * distill_kl(out.logits, soft, T)
+        else:
+            terms["soft"] = lambda_s * distill_kl(z_a, F.softmax(out.logits.detach().float() / T, dim=1), T)
+        if opts["feature_distill"]:
+            # RECONSTRUCTED: the stop-gradient protects the teacher NETWORK only; the adapter phi always
+            # learns (inside the stop-gradient, as literally written, it would stay at its random init)
+            if opts["distill_direction"] == "aux_to_main":
+                distance = feature_distance(out.features, aux.adapter(teacher_h.detach()))
+            else:
+                distance = feature_distance(out.features.detach(), aux.adapter(h_aux))
+            terms["feature"] = opts["lambda_feat"] * distance
+        self._accumulate(z_a.detach(), y, T)
+        return terms
+
+    def loss(self, out, batch, state):
+        stage = state.stage
+        if stage.loss != "dasl":
+            return super().loss(out, batch, state)
+        if stage.name in STAGE1:
+            return sum(self.stage1_terms(out, batch, state).values())
+        aux, y, opts = state.model.extras[AUX], batch["y"], stage.opts
+        temperature = opts["temperature"]
+        aux.train(stage.name == "aux-network")  # frozen parts keep their BN statistics
+        if stage.name == "aux-network":
+            z_a, _ = aux(out.feature_maps)
+            self._accumulate(z_a.detach(), y, temperature)
+            return F.cross_entropy(z_a.float(), y)
+        with torch.no_grad():
+            h_aux = aux.features(out.feature_maps)
+        if stage.name == "aux-classifier":
+            z_a = aux.classifier(h_aux)
+            self._accumulate(z_a.detach(), y, temperature)
+            return F.cross_entropy(z_a.float(), y)
+        with torch.no_grad():  # the main classifier's stage: the auxiliary network is a fixed teacher
+            z_a = aux.classifier(h_aux)
+        self._accumulate(z_a, y, temperature)
+        soft = self.class_targets[y] if opts["soft_labels"] == "class" else F.softmax(z_a.float() / temperature, 1)
+        return soft_cross_entropy(out.logits, mixed_target(y, soft, opts["beta"]))
+
+    # method state ----------------------------------------------------------------------------------
+    def state_dict(self):
+        if self.class_targets is None:
+            return {}
+        return {"class_targets": self.class_targets.cpu(), "sums": self._sums.cpu(), "counts": self._counts.cpu()}
+
+    def load_state_dict(self, state):
+        if self.class_targets is not None and "class_targets" in state:
+            for name, attr in (("class_targets", "class_targets"), ("sums", "_sums"), ("counts", "_counts")):
+                getattr(self, attr).copy_(state[name])
