@@ -29,7 +29,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except LTBenchError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
@@ -54,6 +54,7 @@ PLUGINS_HELP = "Extra folder (or .py file) of method plugins; repeatable. Also r
 @app.command()
 @user_errors
 def run(
+    ctx: typer.Context,
     method: str = typer.Option("dasl", "--method", "-m", help="Method name (see `ltbench methods`)."),
     dataset: str = typer.Option("digits-lt", "--dataset", "-d", help="Dataset (see `ltbench datasets`); the "
                                 "default, digits-lt, ships with scikit-learn and needs no download."),
@@ -84,15 +85,29 @@ def run(
     run_name: Optional[str] = typer.Option(None, help="Run folder name (default: method-dataset-IF-seed-time)."),
     plugins: Optional[List[Path]] = typer.Option(None, "--plugins", help=PLUGINS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run --run-name NAME from its last "
+                                "checkpoint, with the settings in its config.json (options given again must agree)."),
+    nproc: int = typer.Option(1, "--nproc", help="Train with N processes on this machine (DistributedDataParallel"
+                              ", one per GPU, or gloo on CPU): re-launches itself through torchrun. --batch-size stays "
+                              "the global batch."),
+    eval_batch_size: int = typer.Option(1024, "--eval-batch-size", min=1, help="Batch size of evaluation passes."),
 ):
     """Train and evaluate one method; write results/runs/<name>/ and print the results table.
 
     Stages already trained with the same settings (same key) are reused, e.g. CE's stage 1 by cRT, LWS,
-    tau-norm and NCM.
+    tau-norm and NCM. A checkpoint is saved after every epoch and on SIGTERM / Ctrl-C: continue a stopped
+    run with `--run-name NAME --resume`. For several GPUs: `--nproc N` or `torchrun --nproc_per_node=N -m
+    ltbench run ...`.
     """
     from .config import RunConfig
+    from .engine.launch import explicit_options, relaunch_with_torchrun
     from .engine.progress import Reporter
     from .engine.runner import execute
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1:
+        raise typer.Exit(relaunch_with_torchrun(ctx, nproc))
 
     config = RunConfig(
         method=method, method_options=parse_options(option), dataset=dataset, imbalance=imbalance,
@@ -100,9 +115,15 @@ def run(
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, stage2_lr=stage2_lr, seed=seed,
         subset_seed=subset_seed, device=device, precision=precision,
         data_root=str(data_root) if data_root else None, out=str(out_dir), run_name=run_name,
-        plugins=[str(p) for p in plugins or []],
+        plugins=[str(p) for p in plugins or []], resume=resume, eval_batch_size=eval_batch_size,
     )
-    execute(config, Reporter(err, quiet=quiet), download=download)
+    try:
+        execute(config, Reporter(err, quiet=quiet), download=download,
+                explicit=explicit_options(ctx) if resume else None)
+    except LTBenchError as exc:  # one line however wide the message (soft_wrap), once under DDP
+        if not getattr(exc, "reported_on_rank0", False):
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code)
 
 
 @app.command()
@@ -163,6 +184,111 @@ def datasets(
             f"{source.default_backbone}, recipe {source.default_recipe}"
         table.add_row(entry.name, str(source.num_classes), "yes" if found else "no", where, defaults)
     out.print(table)
+
+
+RESULTS_HELP = "Results folder holding runs/<name>/ (as written by `ltbench run --out`)."
+FILTER_HELP = "Only runs whose config.json has KEY=VALUE (e.g. method=crt, imbalance=100, method_options.beta=0.3); " \
+              "repeatable: different keys must all match, a repeated key matches any of its values."
+
+
+def _warn(message: str) -> None:
+    err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def table(
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    layout: str = typer.Option("paper", help="paper: methods x (dataset, IF) of top-1, as CIFAR-LT papers print; "
+                               "long: one row per method and setting with all / many / medium / few / ECE / seeds."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="rich, markdown, latex (booktabs) or csv; default: "
+                                      "from the --out suffix (.md, .tex, .csv), else rich."),
+    metric: str = typer.Option("acc", help="acc (top-1 accuracy) or error (100 - acc, the CIFAR-LT convention)."),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", help=FILTER_HELP),
+    with_reference: bool = typer.Option(False, "--with-reference", help="Add the published numbers "
+                                        "(BagofTricks-LT, MiSLAS, Kang et al.) where dataset, IF, backbone and "
+                                        "recipe match the runs shown."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the table to this file (atomically)."),
+):
+    """Mean ± std over seeds of every finished run, grouped by method (+ options), dataset, IF, backbone, recipe.
+
+    Unfinished run folders are skipped with a warning. Rows of the cpu/smoke/tiny recipes say so in their
+    label; the best value of each column is bold.
+    """
+    from .results.tables import build_table, output_format, render, to_rich, write_table
+
+    result = build_table(results, layout, metric, filters, with_reference, warn=_warn)
+    fmt = output_format(fmt, out_file)
+    if out_file:
+        write_table(result, out_file, fmt)
+        err.print(f"wrote {out_file}", markup=False, highlight=False)
+    elif fmt == "rich":
+        out.print(to_rich(result))
+    else:
+        out.print(render(result, fmt), markup=False, highlight=False, end="", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def plot(
+    kind: str = typer.Argument(..., help="ablation, per-class, reliability or imbalance."),
+    results: Path = typer.Option(Path("results"), "--results", help=RESULTS_HELP),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="A .png or .pdf file; default "
+                                            "RESULTS/plots/KIND.png."),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", help=FILTER_HELP),
+    metric: str = typer.Option("acc", help="What ablation and imbalance plot: acc, few_acc, ece, ... (a key of "
+                               "metrics.json)."),
+):
+    """Plot finished runs: DaSL ablation bars, per-class accuracy over train counts, reliability diagrams,
+    accuracy vs imbalance factor. Means over seeds, sample-std error bars."""
+    from .results.plots import make_plot, save_figure
+
+    figure = make_plot(kind, results, filters, metric, warn=_warn)
+    path = save_figure(figure, out_file or results / "plots" / f"{kind}.png")
+    out.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def sweep(
+    suite_file: Path = typer.Argument(..., metavar="SUITE.toml", help="Suite file (see benchmarks/SUITES.md)."),
+    executor: str = typer.Option("local", help="local (this machine) or slurm (submitit, one job per run)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Runs at once: local worker processes (default 1, "
+                                       "in this process), or slurm jobs queued at once (default all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List every run (done, or which stages it would train "
+                                 "or reuse) and stop."),
+    results: Path = typer.Option(Path("results"), "--results", help="Results folder the runs are written to."),
+    partition: Optional[str] = typer.Option(None, help="slurm partition."),
+    gpus_per_job: int = typer.Option(1, help="slurm GPUs per run."),
+    cpus_per_job: int = typer.Option(8, help="slurm CPUs per run (data loading workers + main process)."),
+    timeout_min: int = typer.Option(24 * 60, help="slurm time limit per run, minutes."),
+    mem_gb: Optional[int] = typer.Option(None, help="slurm memory per run, GB."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-run tables, only a line per "
+                               "run started and finished."),
+):
+    """Run a grid of runs from a TOML suite (schema: benchmarks/SUITES.md).
+
+    Finished runs (same run key) are skipped and stopped ones resumed, so a second sweep does nothing and an
+    interrupted one picks up where it stopped; runs sharing stage 1 train it once and reuse it. With
+    --executor slurm the command submits one job per run and waits for them (runs that reuse a stage 1 go
+    in once it exists); jobs already submitted keep running if it is stopped.
+    """
+    from .results.sweep import SlurmOptions, describe, load_suite, plan_sweep, run_sweep
+
+    def log(message: str) -> None:
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    suite = load_suite(suite_file, results)
+    runs = plan_sweep(suite, results, executor)
+    if dry_run:
+        for line in describe(runs, results):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    from .engine.progress import Reporter
+
+    counts = run_sweep(suite, runs, results, executor, jobs, SlurmOptions(partition, gpus_per_job, cpus_per_job,
+                       timeout_min, mem_gb), Reporter(err, quiet=quiet), log)
+    log(f"sweep '{suite.name}': {counts['done']} run(s) done, {counts['skipped']} already finished")
 
 
 def main() -> None:

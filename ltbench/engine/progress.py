@@ -27,24 +27,32 @@ class _StageBar:
 class Reporter:
     """Prints to a rich console (stderr for progress, so piped stdout stays clean)."""
 
-    def __init__(self, console: Console | None = None, quiet: bool = False):
+    def __init__(self, console: Console | None = None, quiet: bool = False, silent: bool = False):
         self.console = console or Console(stderr=True)
-        self.quiet = quiet
+        self.quiet = quiet or silent
+        self.silent = silent  # not even warnings (DDP ranks other than 0)
 
     def log(self, message: str) -> None:
         if not self.quiet:
             self.console.print(message, markup=False, highlight=False)
 
+    def warn(self, message: str) -> None:
+        """Shown even with --quiet (one line): something was repaired or skipped."""
+        if not self.silent:
+            self.console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
     @contextlib.contextmanager
-    def stage(self, index: int, total: int, stage, key: str, steps_per_epoch: int):
+    def stage(self, index: int, total: int, stage, key: str, steps_per_epoch: int, done_epochs: int = 0,
+              done_steps: int = 0):
         progress = Progress(
             TextColumn(f"stage {index + 1}/{total} {stage.name}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]} acc {task.fields[acc]}% "
                        "{task.fields[ips]} img/s"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, disable=self.quiet, transient=False)
         with progress:
-            task = progress.add_task("train", total=stage.epochs * steps_per_epoch, epoch=f"0/{stage.epochs}",
-                                     loss="-", acc="-", ips="-")
+            task = progress.add_task("train", total=stage.epochs * steps_per_epoch,
+                                     completed=done_epochs * steps_per_epoch + done_steps,
+                                     epoch=f"{done_epochs}/{stage.epochs}", loss="-", acc="-", ips="-")
             yield _StageBar(progress, task, stage.epochs)
 
     def summary(self, method: str, plan, metrics: dict) -> None:

@@ -10,6 +10,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, RunExistsError
 
+# mkstemp creates 0600 files; results folders are often shared by a lab, so files get the usual
+# umask-derived mode instead (read once at import, while the process is still single-threaded)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 RUN_FILES = ("config.json", "metrics.json", "per_class.csv", "epochs.jsonl", "test_logits.npz", "subset.npz")
 
 
@@ -37,11 +42,33 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename durable (the directory entry), where the OS allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temp_files(folder: Path) -> None:
+    """Leftovers of writes killed before their rename (``.name.XXXX.tmp``); never a finished file."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -52,10 +79,32 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def write_npz(path: Path, **arrays) -> None:
+    import numpy as np
+
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
 def append_jsonl(path: Path, obj) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(_clean(obj)) + "\n")
         f.flush()
+
+
+def file_size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def truncate(path: Path, size: int) -> None:
+    """Cut an append-only log back to ``size`` bytes (what a checkpoint saw): no duplicate lines after a resume."""
+    if Path(path).exists():
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_json(path: Path):
@@ -95,6 +144,9 @@ class RunStore:
 
     def stage_dir(self, key: str) -> Path:
         return self.stages / key
+
+    def stage_lock(self, key: str) -> Path:
+        return self.stages / f"{key}.lock"
 
     def has_stage(self, key: str) -> bool:
         return (self.stage_dir(key) / "meta.json").exists()

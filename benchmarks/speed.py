@@ -1,0 +1,238 @@
+"""Training speed of ltbench against the compute limit and a reference-style loop, side by side.
+
+    python benchmarks/speed.py [--data-root ~/data] [--device auto] [--epochs 1] [--out results/speed.json]
+
+On CIFAR-10-LT IF100 (the real images when found under --data-root, else synthetic 32x32 images of the
+same size, which the output says), ResNet-32, batch 128, one process, it measures images/s of
+  (a) the limit: forward + backward + SGD step on one fixed in-memory batch, at ltbench's precision;
+  (b) ltbench's stage-1 epoch (CE): on-device uint8 data, batched crop/flip, channels_last, autocast;
+  (c) the reference-style loop of the field's anchors: torchvision ImageFolder of PIL images +
+      RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor + Normalize + DataLoader(shuffle, 2 workers), fp32;
+  (d) DaSL's stage-1 epoch; (e) a cRT stage-2 epoch (frozen backbone) and the test-set evaluation;
+and prints b/a, b/c, d/b with the peak memory. Timings are measured here, never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ltbench.config import RECIPES
+from ltbench.data import ArraySplit, build_data
+from ltbench.data.base import Augment
+from ltbench.data.loaders import TensorLoader
+from ltbench.engine.loop import evaluate, train_one_epoch
+from ltbench.engine.precision import autocast, resolve_device, resolve_precision
+from ltbench.errors import LTBenchError
+from ltbench.method import DataInfo, StageState, create_method
+from ltbench.models import build_model
+
+BATCH = 128
+
+
+def load_cifar(data_root: str | None):
+    """The real CIFAR-10-LT IF100 subset, or synthetic images with its exact class counts."""
+    try:
+        data = build_data("cifar10-lt", data_root, 100)
+        return data, "CIFAR-10-LT IF100 (real images)"
+    except LTBenchError as exc:
+        print(f"note: {exc}\n      -> using synthetic 32x32 images with CIFAR-10-LT IF100's class counts")
+    from ltbench.data.longtail import lt_counts
+
+    counts = lt_counts(5000, 10, 100)
+    rng = np.random.RandomState(0)
+    labels = np.repeat(np.arange(10), counts)
+    train = ArraySplit(rng.randint(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8), labels)
+    test = ArraySplit(rng.randint(0, 256, (10000, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 1000))
+
+    class Bundle:  # the few fields this benchmark reads
+        pass
+
+    data = Bundle()
+    data.train, data.test, data.class_counts, data.source = train, test, np.array(counts), None
+    return data, "synthetic 32x32 images (CIFAR-10 not found)"
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_limit(model, device, precision, steps: int) -> float:
+    x = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (BATCH,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
+    model.train()
+
+    def step():
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x).logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+def ltbench_epoch(method_name: str, stage_index: int, model, loader, info, precision, epochs: int,
+                  model_setup: bool = True) -> float:
+    """images/s of stage ``stage_index`` of a method, through the runner's own loop."""
+    method = create_method(method_name)
+    if model_setup:
+        method.setup(model, info)
+        model.to(info.device).to(memory_format=torch.channels_last)
+    stage = method.stages(RECIPES["cpu"])[stage_index]
+    if stage.reinit_classifier:
+        model.backbone.reset_classifier(info.num_classes)
+        model.to(info.device)
+    params = method.trainable_parameters(model, stage)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    generator = torch.Generator(device=info.device).manual_seed(0)
+    state = StageState(stage, stage_index, info, model, epochs=epochs + 1)
+    method.on_stage_start(state)
+    rates = []
+    for epoch in range(epochs + 1):  # the first epoch warms up (kernel selection, bf16 JIT)
+        state.epoch = epoch
+        method.on_epoch_start(state)
+        stats = train_one_epoch(model, method, loader, optimizer, state, generator, precision)
+        method.on_epoch_end(state)
+        if epoch:
+            rates.append(stats["images_per_s"])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return float(np.mean(rates))
+
+
+def reference_epoch(data_root: str | None, train_indices, device) -> float | None:
+    """The anchors' pipeline: ImageFolder/PIL + per-image transforms + DataLoader(2 workers), fp32."""
+    from torchvision import datasets, transforms
+
+    from ltbench.data import default_data_root
+
+    root = Path(data_root or default_data_root()).expanduser()
+    folder = next((p / "train" for p in (root / "cifar10", root) if (p / "train" / "airplane").is_dir()), None)
+    if folder is None or train_indices is None:
+        print("note: no CIFAR-10 image folders found: the reference-style loop (c) is skipped")
+        return None
+    transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))])
+    dataset = torch.utils.data.Subset(datasets.ImageFolder(str(folder), transform), train_indices.tolist())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2,
+                                         pin_memory=device.type == "cuda", persistent_workers=True)
+    model = build_model("resnet32", 10, 3).to(device)  # fp32, default memory format: as the anchors run
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
+    model.train()
+    rates = []
+    for epoch in range(2):  # first epoch warms the workers up
+        seen, start = 0, time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x).logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+        sync(device)
+        if epoch:
+            rates.append(seen / (time.perf_counter() - start))
+    return float(np.mean(rates))
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per measurement (after 1 warm-up)")
+    parser.add_argument("--limit-steps", type=int, default=40)
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--out", default=None, help="write the numbers as JSON here")
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    torch.manual_seed(0)
+    data, data_label = load_cifar(args.data_root)
+    train = TensorLoader(data.train, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                         Augment(4, True), device)
+    test = TensorLoader(data.test, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                        Augment(4, True), device)
+    counts = torch.as_tensor(data.class_counts, device=device)
+    info = DataInfo(10, counts, torch.zeros(10, dtype=torch.long, device=device), 3, 32, device)
+    print(f"{data_label}: {len(train)} train images; ResNet-32, batch {BATCH}, {device.type} {precision}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    results = {}
+    model = build_model("resnet32", 10, 3).to(device).to(memory_format=torch.channels_last)
+    results["a_limit"] = measure_limit(model, device, precision, args.limit_steps)
+    print(f"(a) limit (fixed batch, fwd+bwd+step):     {results['a_limit']:8.0f} img/s")
+    model = build_model("resnet32", 10, 3).to(device).to(memory_format=torch.channels_last)
+    results["b_ltbench_ce"] = ltbench_epoch("ce", 0, model, train, info, precision, args.epochs)
+    print(f"(b) ltbench stage-1 epoch (CE):            {results['b_ltbench_ce']:8.0f} img/s")
+    results["e_crt_stage2"] = ltbench_epoch("crt", 1, model, train, info, precision, args.epochs, model_setup=False)
+    print(f"(e) cRT stage-2 epoch (frozen backbone):   {results['e_crt_stage2']:8.0f} img/s")
+    sync(device)
+    start = time.perf_counter()
+    evaluate(model, test, 1024, precision, device)
+    sync(device)
+    results["e_test_eval"] = len(test) / (time.perf_counter() - start)
+    print(f"(e) test-set evaluation:                   {results['e_test_eval']:8.0f} img/s")
+    dasl_model = build_model("resnet32", 10, 3).to(device)
+    try:
+        results["d_dasl"] = ltbench_epoch("dasl", 0, dasl_model, train, info, precision, args.epochs)
+        print(f"(d) DaSL stage-1 epoch:                    {results['d_dasl']:8.0f} img/s")
+    except LTBenchError as exc:
+        print(f"(d) DaSL not available: {exc}")
+    if not args.skip_reference:
+        reference = reference_epoch(args.data_root, getattr(data, "train_indices", None), device)
+        if reference:
+            results["c_reference"] = reference
+            print(f"(c) reference-style loop (PIL+DataLoader, fp32): {reference:8.0f} img/s")
+    ratios = {"b/a": results["b_ltbench_ce"] / results["a_limit"]}
+    if "c_reference" in results:
+        ratios["b/c"] = results["b_ltbench_ce"] / results["c_reference"]
+    if "d_dasl" in results:
+        ratios["d/b"] = results["d_dasl"] / results["b_ltbench_ce"]
+    targets = {"b/a": ">= 0.95", "b/c": ">= 1.4 (CPU) / >= 5 (GPU)", "d/b": "<= 1.35 in cost, i.e. >= 0.74 in speed"}
+    print("ratios: " + ", ".join(f"{k} = {v:.2f} (target {targets[k]})" for k, v in ratios.items()))
+    if "d/b" in ratios:
+        print(f"DaSL stage-1 epoch costs {1 / ratios['d/b']:.2f}x CE's")
+    results.update(ratios=ratios, peak_memory_mb=peak_memory_mb(device), data=data_label, device=str(device),
+                   precision=precision, threads=torch.get_num_threads(), torch=torch.__version__,
+                   cpu=platform.processor() or platform.machine(),
+                   gpu=torch.cuda.get_device_name() if device.type == "cuda" else None)
+    print(f"peak memory: {results['peak_memory_mb']:.0f} MiB")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
