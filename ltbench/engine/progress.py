@@ -60,7 +60,8 @@ class Reporter:
             return
         sizes = metrics["group_sizes"]
         table = Table(title=f"{method} on {plan.config.dataset} ({plan.recipe_name} recipe, seed {plan.config.seed})")
-        for column in ("stage", "all", f"many ({sizes['many']})", f"medium ({sizes['medium']})",
+        table.add_column("stage", no_wrap=True)  # names stay whole; numbers wrap first on narrow terminals
+        for column in ("all", f"many ({sizes['many']})", f"medium ({sizes['medium']})",
                        f"few ({sizes['few']})", "ECE", "NLL", "wrong conf."):
             table.add_column(column, justify="right")
         for record in metrics["stages"]:
