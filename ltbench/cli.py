@@ -91,6 +91,8 @@ def run(
                               ", one per GPU, or gloo on CPU): re-launches itself through torchrun. --batch-size stays "
                               "the global batch."),
     eval_batch_size: int = typer.Option(1024, "--eval-batch-size", min=1, help="Batch size of evaluation passes."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward pass (pays a "
+                                       "warm-up of tens of seconds; worth it for long GPU runs)."),
 ):
     """Train and evaluate one method; write results/runs/<name>/ and print the results table.
 
@@ -116,6 +118,7 @@ def run(
         subset_seed=subset_seed, device=device, precision=precision,
         data_root=str(data_root) if data_root else None, out=str(out_dir), run_name=run_name,
         plugins=[str(p) for p in plugins or []], resume=resume, eval_batch_size=eval_batch_size,
+        compile=compile_model,
     )
     try:
         execute(config, Reporter(err, quiet=quiet), download=download,

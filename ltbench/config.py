@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -197,7 +198,7 @@ class RunConfig:
     resume: bool = False
     plugins: list = field(default_factory=list)
     eval_batch_size: int = 1024
-    workers: int = 4
+    workers: int = min(8, os.cpu_count() or 1)  # DataLoader workers of the file-list data path
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

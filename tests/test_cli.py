@@ -144,3 +144,20 @@ def test_crt_on_real_cifar10_images(cifar10_folder, tmp_path):
     assert config["data"]["train_size"] == 12406 and metrics["num_test"] == 10000
     assert metrics["group_sizes"] == {"many": 8, "medium": 2, "few": 0}
     assert metrics["acc"] > 12  # 1 + 1 epochs on real images: above chance (10 %); measured 14.95
+
+
+def test_crt_on_generated_places_lt_through_the_dataloader_path(tmp_path):
+    """The file-list path end to end: published-style lists + JPEGs, DataLoader workers, a timm backbone."""
+    from test_sources import write_list, write_split_dataset
+
+    lines = write_split_dataset(tmp_path / "data", ["airfield", "alley", "arch"], {"train": 6, "val": 2, "test": 2})
+    lines["train"] = lines["train"][:6] + lines["train"][6:9] + lines["train"][12:13]  # 6 / 3 / 1: long-tailed
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / "data" / "Places_LT" / f"Places_LT_{split}.txt", lines[split])
+    result = invoke("run", "--method", "crt", "--dataset", "places-lt", "--data-root", tmp_path / "data",
+                    "--backbone", "resnet18", "--recipe", "smoke", "--epochs", "1", "--stage2-epochs", "1",
+                    "--batch-size", "4", "--precision", "fp32", "-q", "--out", tmp_path / "out", "--run-name", "p")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "runs" / "p" / "config.json").read_text())
+    assert config["class_counts"][:4] == [6, 3, 1, 0] and config["backbone"] == "resnet18"
+    assert metrics_of(tmp_path / "out", "p")["num_test"] == 6

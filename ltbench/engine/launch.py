@@ -7,7 +7,7 @@ import os
 from ..errors import ConfigError
 from .distributed import launched_by_torchrun
 
-CLI_TO_CONFIG = {"option": "method_options", "out_dir": "out"}  # CLI parameter -> RunConfig field
+CLI_TO_CONFIG = {"option": "method_options", "out_dir": "out", "compile_model": "compile"}  # CLI parameter -> RunConfig field
 
 
 def _given(ctx, name: str) -> bool:

@@ -181,6 +181,8 @@ class StageRunner:
         self.model = build_model(plan.backbone, data.num_classes, data.source.channels, config.pretrained)
         plan.method.setup(self.model, self.info)
         self.model.to(self.device).to(memory_format=torch.channels_last)
+        if config.compile:  # compiles LTModel's forward in place: state_dict keys (artifacts, checkpoints) stay
+            self.model.compile()
         self.stage_records: list[dict] = []
         self.run_name, self.run_dir = "", None
         self.resume: dict | None = None  # the checkpoint being resumed
