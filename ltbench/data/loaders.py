@@ -27,7 +27,7 @@ def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 class TensorLoader:
     def __init__(self, split: ArraySplit, num_classes: int, mean, std, augment: Augment, device: torch.device):
         self.device = device
-        self.images = torch.from_numpy(np.ascontiguousarray(split.images.transpose(0, 3, 1, 2))).to(device)
+        self.images = torch.from_numpy(np.array(split.images.transpose(0, 3, 1, 2), order="C")).to(device)  # writable copy
         self.labels = torch.from_numpy(split.labels.astype(np.int64)).to(device)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
