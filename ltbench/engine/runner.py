@@ -383,7 +383,7 @@ class StageRunner:
         return tensor
 
     def train_stage(self, index: int, stage: Stage, key: str, state: StageState, resume: dict | None = None) -> dict:
-        plan, dist = self.plan, self.dist
+        plan = self.plan
         seed = int(key[:8], 16)  # a stage starts the same whether earlier stages were trained, reused or resumed
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import difflib
 
 import timm
-import torch
 from torch import nn
 
 from ..errors import NotFoundError

@@ -6,7 +6,6 @@ for ResNet-32 and any timm backbone: ``forward_features``, ``forward_head(x, pre
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 from timm.models import register_model

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..errors import ConfigError, DataError, NotFoundError
+from ..errors import ConfigError, DataError
 from .store import atomic_write
-from .tables import DATASET_NAMES, METRICS, compact_options, load_runs, method_defaults, parse_filters
+from .tables import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
 
 KINDS = ("ablation", "per-class", "reliability", "imbalance")
 AXIS_LABELS = {"acc": "top-1 accuracy (%)", "many_acc": "many-shot accuracy (%)",
@@ -210,10 +210,7 @@ def make_plot(kind: str, results: str | Path, filters: list[str] | None = None, 
         raise ConfigError(f"unknown plot '{kind}' (choose {', '.join(KINDS)})")
     if metric not in METRICS:
         raise ConfigError(f"unknown metric '{metric}' (choose {', '.join(METRICS)})")
-    df = load_runs(results, parse_filters(filters), warn)
-    if df.empty:
-        raise NotFoundError(f"no finished runs{' match the filters' if filters else ''} in {Path(results) / 'runs'}; "
-                            f"run `ltbench run` or `ltbench sweep SUITE.toml` first, or pass --results DIR")
+    df = load_finished_runs(results, filters, warn)
     if kind == "ablation":
         return ablation(df, metric)
     if kind == "imbalance":

@@ -425,6 +425,15 @@ def write_table(table: Table, out: Path, fmt: str) -> None:
     write_text(Path(out), render(table, fmt))
 
 
+def load_finished_runs(results: str | Path, filters: list[str] | None, warn: Callable[[str], None]) -> pd.DataFrame:
+    """``load_runs``, failing with one clear line when nothing (matching) has finished."""
+    df = load_runs(results, parse_filters(filters), warn)
+    if df.empty:
+        raise NotFoundError(f"no finished runs{' match the filters' if filters else ''} in {Path(results) / 'runs'}; "
+                            f"run `ltbench run` or `ltbench sweep SUITE.toml` first, or pass --results DIR")
+    return df
+
+
 def build_table(results: str | Path, layout: str = "paper", metric: str = "acc", filters: list[str] | None = None,
                 with_reference: bool = False, warn: Callable[[str], None] = warnings.warn) -> Table:
     """Scan, aggregate and lay out the runs of one results folder."""
@@ -432,10 +441,6 @@ def build_table(results: str | Path, layout: str = "paper", metric: str = "acc",
         raise ConfigError(f"unknown table layout '{layout}' (choose {', '.join(LAYOUTS)})")
     if metric not in TABLE_METRICS:
         raise ConfigError(f"unknown table metric '{metric}' (choose {', '.join(TABLE_METRICS)})")
-    df = load_runs(results, parse_filters(filters), warn)
-    if df.empty:
-        where = Path(results) / "runs"
-        raise NotFoundError(f"no finished runs{' match the filters' if filters else ''} in {where}; run "
-                            f"`ltbench run` or `ltbench sweep SUITE.toml` first, or pass --results DIR")
+    df = load_finished_runs(results, filters, warn)
     make = paper_table if layout == "paper" else long_table
     return make(summarize(df), metric, with_reference)
