@@ -184,6 +184,7 @@ class StageRunner:
         if config.compile:  # compiles LTModel's forward in place: state_dict keys (artifacts, checkpoints) stay
             self.model.compile()
         self.stage_records: list[dict] = []
+        self.last_test = None
         self.run_name, self.run_dir = "", None
         self.resume: dict | None = None  # the checkpoint being resumed
         self.resume_path: Path | None = None
@@ -244,9 +245,14 @@ class StageRunner:
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
 
     def _stage_metrics(self) -> dict:
-        logits, labels, features = self.evaluate_split("test")
+        self.last_test = self.evaluate_split("test")  # the final report reuses it when this was the last stage
+        logits, labels, features = self.last_test
         metrics, _ = classification_metrics(logits.cpu(), labels.cpu(), self.plan.data.class_counts, features.cpu())
         return metrics
+
+    def final_test(self):
+        """Test logits, labels and features of the finished model, evaluated once."""
+        return self.last_test if self.last_test is not None else self.evaluate_split("test")
 
     def _interrupted(self, where: str) -> RunInterrupted:
         saved = f"checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
@@ -262,6 +268,7 @@ class StageRunner:
         resume_index = self.resume["stage_index"] if self.resume else -1
         finished_records = json.loads(self.resume["records"]) if self.resume else []
         for index, (stage, key) in enumerate(zip(plan.stages, plan.keys)):
+            self.last_test = None  # set only by a stage evaluated in this process
             if self._stop_agreed():
                 raise self._interrupted(f"before stage {index + 1} ({stage.name})")
             state = self._state(index, stage)
@@ -670,7 +677,7 @@ def _run(config: RunConfig, plan: Plan, store: RunStore, runner: StageRunner, sa
         else:
             reporter.log(f"run '{run_name}': no checkpoint yet, starting it over in {run_dir}")
     runner.run()
-    logits, labels, features = runner.evaluate_split("test")
+    logits, labels, features = runner.final_test()
     metrics, per_class = classification_metrics(logits.cpu(), labels.cpu(), data.class_counts, features.cpu())
     metrics.update(stages=runner.stage_records, wall_time_s=runner.elapsed(), run_name=run_name,
                    run_key=plan.run_key, status="complete", world_size=dist.world)
