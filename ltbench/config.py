@@ -92,6 +92,11 @@ class Stage:
     def epochs(self) -> int:
         return self.optim.epochs if self.optim and self.trainable != "none" else 0
 
+    @property
+    def cached(self) -> bool:
+        """Stages that train leave an artifact for later runs; post-hoc ones take seconds and do not."""
+        return self.trainable != "none"
+
     def spec(self) -> dict:
         spec = dataclasses.asdict(self)
         spec["options"] = {k: v for k, v in self.options}

@@ -279,7 +279,7 @@ class StageRunner:
             resume = self.resume if index == resume_index else None
             if resume is None and self.dist.is_main:
                 self._stage_log_start = file_size(self.log_path)
-            if stage.trainable == "none":  # post-hoc stages take seconds: not worth an artifact
+            if not stage.cached:
                 self.stage_records.append(self.train_stage(index, stage, key, state))
                 continue
             if self._claim(index, stage, key) == "reuse":

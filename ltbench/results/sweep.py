@@ -247,7 +247,7 @@ def plan_sweep(suite: Suite, results: str | Path, executor: str = "local") -> li
     (finished, unfinished), seen, runs = scan_runs(results), {}, []
     for label, config in suite.runs:
         plan = plan_run(config)
-        stages = [(stage.name, key, stage.trainable != "none")  # the runner caches exactly these stages
+        stages = [(stage.name, key, stage.cached)
                   for stage, key in zip(plan.stages, plan.keys)]
         run = SweepRun(label, config, plan.run_key, stages, finished.get(plan.run_key), seen.get(plan.run_key))
         if not run.done and plan.run_key in unfinished:  # an interrupted sweep: continue that run, not a new one
