@@ -81,6 +81,19 @@ def test_ablation_bars_and_error_bars(ablation_runs):
     assert ax.get_ylabel() == "top-1 accuracy (%)"
 
 
+def test_ablation_axis_is_cut_only_when_the_bars_differ_little(ablation_runs, tmp_path):
+    results, _, _ = ablation_runs
+    assert make_plot("ablation", results).axes[0].get_ylim()[0] == 0  # 40-62 %: from 0
+    narrow = tmp_path / "narrow"
+    for seed, acc in enumerate([97.0, 97.4]):
+        digits_run(narrow, f"dasl-{seed}", "dasl", seed, acc, options=dasl_defaults())
+        digits_run(narrow, f"ce-{seed}", "ce", seed, acc - 0.6)
+    ax = make_plot("ablation", narrow).axes[0]
+    low, high = ax.get_ylim()
+    assert 95 < low < 96.4 and 97.4 < high < 99  # the 0.6-point gap fills the plot
+    assert ax.get_ylabel().startswith("top-1 accuracy (%), axis cut at 9")
+
+
 def test_ablation_options_shared_by_every_dasl_run_are_not_switches(tmp_path):
     defaults = {**dasl_defaults(), "beta": 0.3}  # as a suite's [options.dasl] beta = 0.3 would give
     switch = "aux_inputs"

@@ -81,11 +81,12 @@ def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
         + ["baselines"] * ("baselines" in groups)
     fig = Figure(figsize=(max(6.0, 0.8 * len(df["label"].unique()) + 2), 4.5), layout="constrained")
     ax = fig.add_subplot()
-    x, ticks, labels = 0.0, [], []
+    x, ticks, labels, extent = 0.0, [], [], []
     for name in order:
         bars = groups[name]
         positions = x + np.arange(len(bars))
         stats = [_mean_std(values) for _, values in bars]
+        extent += [m - s for m, s in stats] + [m + s for m, s in stats]
         ax.bar(positions, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3, label=name)
         ticks += list(positions)
         labels += [tick for tick, _ in bars]
@@ -94,6 +95,11 @@ def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
         ax.axhline(_mean_std(groups["defaults"][0][1])[0], color="gray", linestyle="--", linewidth=1)
     ax.set_xticks(ticks, labels, rotation=30, ha="right")
     ax.set_ylabel(AXIS_LABELS[metric])
+    low, high = min(extent), max(extent)
+    if low > 0 and high - low < high / 3:  # e.g. MNIST: 96.5-98.3 %; from 0 the differences would not show
+        margin = max(high - low, 0.1) * 0.25
+        ax.set_ylim(low - margin, high + margin)
+        ax.set_ylabel(f"{AXIS_LABELS[metric]}, axis cut at {low - margin:.1f}")
     ax.set_title(f"DaSL ablation: {context}" + (f"\nevery dasl run: {compact_options(common)}" if common else ""))
     ax.legend(title="switch changed", fontsize="small")
     return fig
