@@ -8,7 +8,7 @@ from ../shared/data/mnist when present. On the machine that made the numbers (sa
 the runs are deterministic and the differences are 0. Elsewhere, other bf16 kernels (another CPU's
 AVX512/AMX path, or a GPU) round differently and a 10-epoch run drifts: --tolerance (default 1.5 points
 of top-1, many / medium / few accuracy and ECE) is the bound we hold a reproduction to; the spread over
-our 3 seeds (results/cpu/mnist-lt-if100/README) is the scale it is measured against.
+our 3 seeds (results/README.md, MNIST-LT) is the scale it is measured against.
 """
 from __future__ import annotations
 

@@ -210,6 +210,10 @@ def table(
     with_reference: bool = typer.Option(False, "--with-reference", help="Add the published numbers "
                                         "(BagofTricks-LT, MiSLAS, Kang et al.) where dataset, IF, backbone and "
                                         "recipe match the runs shown."),
+    extra: Optional[List[str]] = typer.Option(None, "--extra", help="Long layout: add a column of this metric "
+                                              "(repeatable): wrong_confidence (mean confidence of wrong "
+                                              "predictions), feature_compactness (within-class over between-class "
+                                              "squared distances of the test features; lower = more compact), nll, balanced_acc."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write the table to this file (atomically)."),
 ):
     """Mean ± std over seeds of every finished run, grouped by method (+ options), dataset, IF, backbone, recipe.
@@ -219,7 +223,7 @@ def table(
     """
     from .results.tables import build_table, output_format, render, to_rich, write_table
 
-    result = build_table(results, layout, metric, filters, with_reference, warn=_warn)
+    result = build_table(results, layout, metric, filters, with_reference, warn=_warn, extra=extra)
     fmt = output_format(fmt, out_file)
     if out_file:
         write_table(result, out_file, fmt)

@@ -198,3 +198,22 @@ def test_no_runs_is_one_error_line(tmp_path):
     result = invoke("table", "--results", tmp_path)
     assert result.exit_code != 0
     assert result.stderr.startswith("error: no finished runs") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_extra_columns_mean_std_three_decimals_and_best(tmp_path):
+    for name, method, seed, wrong, compact in [("ce-0", "ce", 0, 0.72, 0.41), ("ce-1", "ce", 1, 0.70, 0.39),
+                                               ("dasl-0", "dasl", 0, 0.56, 0.325), ("dasl-1", "dasl", 1, 0.58, 0.335)]:
+        run = make_run(tmp_path, name, method, seed)
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, "wrong_confidence": wrong,
+                                                      "feature_compactness": compact}))
+    result = invoke("table", "--results", tmp_path, "--layout", "long", "--format", "markdown",
+                    "--extra", "wrong_confidence", "--extra", "feature_compactness")
+    assert result.exit_code == 0, result.output
+    header, _, ce, dasl = result.stdout.strip().splitlines()[2:6]
+    assert header.split(" | ")[-3:] == ["wrong conf.", "compactness", "seeds |"]
+    assert ce.split(" | ")[-3:-1] == ["0.710 ± 0.014", "0.400 ± 0.014"]  # lower is better: dasl's are bold
+    assert dasl.split(" | ")[-3:-1] == ["**0.570 ± 0.014**", "**0.330 ± 0.007**"]
+    for args, message in [(("--extra", "acc"), "--extra acc: not a metric"), (("--extra", "nll"), "--layout long")]:
+        result = invoke("table", "--results", tmp_path, *args)
+        assert result.exit_code != 0 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -45,6 +45,9 @@ LAYOUTS = ("paper", "long")
 TABLE_METRICS = ("acc", "error")
 FORMATS = ("rich", "markdown", "latex", "csv")
 SUFFIX_FORMATS = {".md": "markdown", ".tex": "latex", ".csv": "csv"}
+# metrics the long layout can add after ECE (--extra): column name, decimals, lower is better
+EXTRA_COLUMNS = {"balanced_acc": ("balanced", 2, False), "nll": ("NLL", 3, True),
+                 "wrong_confidence": ("wrong conf.", 3, True), "feature_compactness": ("compactness", 3, True)}
 _MISSING = object()
 
 
@@ -223,11 +226,12 @@ class Cell:
     std: float | None = None
     seeds: int | None = None
     best: bool = False
+    digits: int = 2
 
     def text(self, show_seeds: bool = False, pm: str = "±") -> str:
         if self.mean is None:
             return "-"
-        text = f"{self.mean:.2f}" + (f" {pm} {self.std:.2f}" if self.std is not None else "")
+        text = f"{self.mean:.{self.digits}f}" + (f" {pm} {self.std:.{self.digits}f}" if self.std is not None else "")
         return text + (f" [{self.seeds}]" if show_seeds and self.seeds else "")
 
 
@@ -244,20 +248,20 @@ def _num(value) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _cell(row, metric: str, error: bool = False) -> Cell:
+def _cell(row, metric: str, error: bool = False, digits: int = 2) -> Cell:
     mean, std = _num(row[f"{metric}_mean"]), _num(row[f"{metric}_std"])
     if error and mean is not None:
         mean = 100.0 - mean
-    return Cell(mean, std, int(row["seeds"]))
+    return Cell(mean, std, int(row["seeds"]), digits=digits)
 
 
 def _mark_best(cells: list[Cell], lower_is_better: bool) -> None:
-    """Bold the best of two or more values (as printed: ties at two decimals are all best)."""
-    values = [round(c.mean, 2) for c in cells if c.mean is not None]
+    """Bold the best of two or more values (as printed: ties at the printed decimals are all best)."""
+    values = [round(c.mean, c.digits) for c in cells if c.mean is not None]
     if len(values) > 1:
         best = min(values) if lower_is_better else max(values)
         for cell in cells:
-            cell.best = cell.mean is not None and round(cell.mean, 2) == best
+            cell.best = cell.mean is not None and round(cell.mean, cell.digits) == best
 
 
 def _reference_matches(ref: Reference, row) -> bool:
@@ -271,32 +275,39 @@ def _ref_cell(value: float | None, error: bool = False) -> Cell:
     return Cell(None if value is None else (100.0 - value if error else value))
 
 
-def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False) -> Table:
-    """One row per group: all / many / medium / few / ECE / seeds; best marked within each dataset × IF."""
+def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False,
+               extra: tuple[str, ...] = ()) -> Table:
+    """One row per group: all / many / medium / few / ECE (/ the ``extra`` metrics) / seeds; best marked
+    within each dataset × IF."""
     error = metric == "error"
     summary = _order(summary)
     sizes = summary[list(GROUPS)].drop_duplicates()
     uniform = len(sizes) == 1
     group_columns = [f"{g} ({int(sizes.iloc[0][g])})" if uniform else g for g in GROUPS]
-    columns = ["method", "dataset", "backbone", "recipe", "all", *group_columns, "ECE", "seeds"]
+    columns = ["method", "dataset", "backbone", "recipe", "all", *group_columns, "ECE",
+               *(EXTRA_COLUMNS[m][0] for m in extra), "seeds"]
     if not uniform:
         columns.append("classes many/medium/few")
     rows = []
     for _, row in summary.iterrows():
-        cells = [_cell(row, m, error) for m in ("acc", "many_acc", "medium_acc", "few_acc")] + [_cell(row, "ece")]
+        cells = [_cell(row, m, error) for m in ("acc", "many_acc", "medium_acc", "few_acc")] + [_cell(row, "ece")] \
+            + [_cell(row, m, digits=EXTRA_COLUMNS[m][1]) for m in extra]
         rows.append([row["base"], row["setting"], row["backbone"], row["recipe"], *cells, str(row["seeds"])]
                     + ([] if uniform else ["/".join(str(int(row[g])) for g in GROUPS)]))
     for setting in summary["setting"].unique():
         members = [r for r in rows if r[1] == setting]
         for column in range(4, 9):
             _mark_best([r[column] for r in members], lower_is_better=error or column == 8)
+        for offset, name in enumerate(extra, start=9):
+            _mark_best([r[offset] for r in members], lower_is_better=EXTRA_COLUMNS[name][2])
     references = []
     if with_reference:
         for ref in REFERENCES:
             if any(_reference_matches(ref, row) for _, row in summary.iterrows()):
                 values = (ref.acc, ref.many_acc, ref.medium_acc, ref.few_acc)
                 references.append([ref.label, setting_name(ref.dataset, ref.imbalance), ref.backbone, ref.recipe,
-                                   *(_ref_cell(v, error) for v in values), _ref_cell(ref.ece), "-"]
+                                   *(_ref_cell(v, error) for v in values), _ref_cell(ref.ece),
+                                   *(Cell(None) for _ in extra), "-"]
                                   + ([] if uniform else [""]))
     what = "error" if error else "accuracy"
     title = f"Top-1 {what} (%) and ECE (%), mean ± std over seeds; best per dataset in bold"
@@ -435,12 +446,19 @@ def load_finished_runs(results: str | Path, filters: list[str] | None, warn: Cal
 
 
 def build_table(results: str | Path, layout: str = "paper", metric: str = "acc", filters: list[str] | None = None,
-                with_reference: bool = False, warn: Callable[[str], None] = warnings.warn) -> Table:
+                with_reference: bool = False, warn: Callable[[str], None] = warnings.warn,
+                extra: list[str] | None = None) -> Table:
     """Scan, aggregate and lay out the runs of one results folder."""
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown table layout '{layout}' (choose {', '.join(LAYOUTS)})")
     if metric not in TABLE_METRICS:
         raise ConfigError(f"unknown table metric '{metric}' (choose {', '.join(TABLE_METRICS)})")
+    unknown = [m for m in extra or () if m not in EXTRA_COLUMNS]
+    if unknown:
+        raise ConfigError(f"--extra {unknown[0]}: not a metric the table can add (choose {', '.join(EXTRA_COLUMNS)})")
+    if extra and layout != "long":
+        raise ConfigError("--extra adds columns to the long layout: add --layout long")
     df = load_finished_runs(results, filters, warn)
-    make = paper_table if layout == "paper" else long_table
-    return make(summarize(df), metric, with_reference)
+    if layout == "paper":
+        return paper_table(summarize(df), metric, with_reference)
+    return long_table(summarize(df), metric, with_reference, tuple(dict.fromkeys(extra or ())))
