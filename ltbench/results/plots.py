@@ -101,7 +101,7 @@ def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
         ax.set_ylim(low - margin, high + margin)
         ax.set_ylabel(f"{AXIS_LABELS[metric]}, axis cut at {low - margin:.1f}")
     ax.set_title(f"DaSL ablation: {context}" + (f"\nevery dasl run: {compact_options(common)}" if common else ""))
-    ax.legend(title="switch changed", fontsize="small")
+    ax.legend(title="switch changed", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a bar
     return fig
 
 
