@@ -48,6 +48,7 @@ SUFFIX_FORMATS = {".md": "markdown", ".tex": "latex", ".csv": "csv"}
 # metrics the long layout can add after ECE (--extra): column name, decimals, lower is better
 EXTRA_COLUMNS = {"balanced_acc": ("balanced", 2, False), "nll": ("NLL", 3, True),
                  "wrong_confidence": ("wrong conf.", 3, True), "feature_compactness": ("compactness", 3, True)}
+ACCURACIES = ("acc", "many_acc", "medium_acc", "few_acc")
 _MISSING = object()
 
 
@@ -288,18 +289,18 @@ def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool 
                *(EXTRA_COLUMNS[m][0] for m in extra), "seeds"]
     if not uniform:
         columns.append("classes many/medium/few")
+    # every value column: (metric, error = 100 - acc, decimals, lower is better)
+    values = [(m, error, 2, error) for m in ACCURACIES] + [("ece", False, 2, True)] \
+        + [(m, False, EXTRA_COLUMNS[m][1], EXTRA_COLUMNS[m][2]) for m in extra]
     rows = []
     for _, row in summary.iterrows():
-        cells = [_cell(row, m, error) for m in ("acc", "many_acc", "medium_acc", "few_acc")] + [_cell(row, "ece")] \
-            + [_cell(row, m, digits=EXTRA_COLUMNS[m][1]) for m in extra]
+        cells = [_cell(row, m, as_error, digits) for m, as_error, digits, _ in values]
         rows.append([row["base"], row["setting"], row["backbone"], row["recipe"], *cells, str(row["seeds"])]
                     + ([] if uniform else ["/".join(str(int(row[g])) for g in GROUPS)]))
     for setting in summary["setting"].unique():
         members = [r for r in rows if r[1] == setting]
-        for column in range(4, 9):
-            _mark_best([r[column] for r in members], lower_is_better=error or column == 8)
-        for offset, name in enumerate(extra, start=9):
-            _mark_best([r[offset] for r in members], lower_is_better=EXTRA_COLUMNS[name][2])
+        for column, (*_, lower_is_better) in enumerate(values, start=4):
+            _mark_best([r[column] for r in members], lower_is_better)
     references = []
     if with_reference:
         for ref in REFERENCES:
@@ -458,7 +459,7 @@ def build_table(results: str | Path, layout: str = "paper", metric: str = "acc",
         raise ConfigError(f"--extra {unknown[0]}: not a metric the table can add (choose {', '.join(EXTRA_COLUMNS)})")
     if extra and layout != "long":
         raise ConfigError("--extra adds columns to the long layout: add --layout long")
-    df = load_finished_runs(results, filters, warn)
+    summary = summarize(load_finished_runs(results, filters, warn))
     if layout == "paper":
-        return paper_table(summarize(df), metric, with_reference)
-    return long_table(summarize(df), metric, with_reference, tuple(dict.fromkeys(extra or ())))
+        return paper_table(summary, metric, with_reference)
+    return long_table(summary, metric, with_reference, tuple(dict.fromkeys(extra or ())))
