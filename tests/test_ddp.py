@@ -200,3 +200,16 @@ def test_ddp_run_stopped_by_sigterm_resumes_bit_exactly(torchrun_full, tmp_path)
     fields = ("stage_index", "epoch", "loss", "train_acc", "images")
     assert [[e[f] for f in fields] for e in epoch_log(torchrun_full, "two")] == \
         [[e[f] for f in fields] for e in epoch_log(out, "t")]
+
+
+@pytest.mark.parametrize("codes, expected", [
+    ([-15, 143], 143),  # rank 1 stopped on SIGTERM; torchrun then killed rank 0 while it was leaving
+    ([1, 130], 130),    # rank 0 failed in a collective because rank 1 left on Ctrl-C
+    ([1, -15], 1),      # rank 0 failed; torchrun killed rank 1: the failure, not the kill
+    ([-9], 137),        # killed (e.g. out of memory), as a shell reports it
+    ([2, 3], 2),
+])
+def test_nproc_exit_code_prefers_an_interrupt_then_a_returned_code(codes, expected):
+    from ltbench.engine.launch import _exit_code
+
+    assert _exit_code(codes) == expected

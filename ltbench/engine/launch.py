@@ -60,10 +60,21 @@ def relaunch_with_torchrun(ctx, nproc: int) -> int:
         run(args)
         return 0
     except ChildFailedError as exc:
-        failures = exc.failures
-        first = failures.get(0) or failures[min(failures)]
-        return first.exitcode if first.exitcode and first.exitcode > 0 else 1
+        return _exit_code([failure.exitcode for _, failure in sorted(exc.failures.items())])
     except SignalException as exc:
         return 128 + int(exc.sigval)
     finally:
         elastic.setLevel(level)
+
+
+INTERRUPTED = (128 + 2, 128 + 15)  # SIGINT, SIGTERM: the run saved its checkpoint and can be resumed
+
+
+def _exit_code(codes: list[int]) -> int:
+    """One exit code for the failed workers (in rank order). A worker that stopped on an interrupt wins: the
+    others were then stopped by torchrun (killed: negative code) or failed in a collective. Else the first
+    code a worker returned; else the first death by a signal, as 128 + signal like a shell."""
+    returned = [code for code in codes if code > 0]
+    interrupted = [code for code in returned if code in INTERRUPTED]
+    killed = [128 - code for code in codes if code < 0]
+    return (interrupted or returned or killed or [1])[0]
