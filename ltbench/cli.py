@@ -259,8 +259,9 @@ def plot(
 def sweep(
     suite_file: Path = typer.Argument(..., metavar="SUITE.toml", help="Suite file (see benchmarks/SUITES.md)."),
     executor: str = typer.Option("local", help="local (this machine) or slurm (submitit, one job per run)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Runs at once: local worker processes (default 1, "
-                                       "in this process), or slurm jobs queued at once (default all)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Runs at once: local worker processes sharing the "
+                                       "cores (default 1, in this process), or slurm jobs queued at once (default "
+                                       "all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List every run (done, or which stages it would train "
                                  "or reuse) and stop."),
     results: Path = typer.Option(Path("results"), "--results", help="Results folder the runs are written to."),

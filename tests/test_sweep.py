@@ -1,8 +1,10 @@
 """`ltbench sweep`: suite validation, finished runs skipped, stage 1 shared, scheduling, submitit."""
 import json
 import shutil
+import types
 
 import pytest
+import torch
 from test_tables import invoke  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from ltbench.config import RunConfig
@@ -49,18 +51,17 @@ def swept(tmp_path_factory):
 def test_dry_run_lists_what_trains_and_what_is_reused(swept):
     suite, results, dry, _ = swept
     assert dry.exit_code == 0, dry.output
-    ce, crt = dry.stdout.strip().splitlines()
-    assert "run" in ce and "ce digits-lt seed 0: representation: train" in ce
-    assert "crt digits-lt seed 0: representation: reuse" in crt and "(trained by ce digits-lt seed 0)" in crt
-    assert "classifier: train" in crt
+    crt, ce = dry.stdout.strip().splitlines()  # the most work first: crt trains the shared stage 1
+    assert "run" in crt and "crt digits-lt seed 0: representation: train" in crt and "classifier: train" in crt
+    assert "ce digits-lt seed 0: representation: reuse" in ce and "(trained by crt digits-lt seed 0)" in ce
 
 
-def test_sweep_runs_the_grid_and_crt_reuses_stage_1(swept):
+def test_sweep_runs_the_grid_and_reuses_stage_1(swept):
     _, results, _, first = swept
     assert first.exit_code == 0, first.output
     runs = finished(results)
     assert sorted(runs) == ["ce", "crt"]
-    assert runs["ce"]["stages"][0]["reused"] is False and runs["crt"]["stages"][0]["reused"] is True
+    assert runs["crt"]["stages"][0]["reused"] is False and runs["ce"]["stages"][0]["reused"] is True
     assert runs["crt"]["stages"][0]["key"] == runs["ce"]["stages"][0]["key"]
     assert "2 run(s) done, 0 already finished" in first.stderr
 
@@ -152,9 +153,9 @@ class FakeBackend:
         return job
 
 
-def fake_run(label: str, *keys: str) -> SweepRun:
+def fake_run(label: str, *keys: str, work: dict[str, float] | None = None) -> SweepRun:
     return SweepRun(label, RunConfig(method="ce", run_name=label), f"run-{label}",
-                    [(f"stage{i}", key, True) for i, key in enumerate(keys)])
+                    [(f"stage{i}", key, True) for i, key in enumerate(keys)], work=work or {})
 
 
 def test_no_two_runs_train_the_same_stage_at_once(tmp_path):
@@ -177,6 +178,41 @@ def test_cached_stages_do_not_hold_runs_back(tmp_path):
     backend = FakeBackend(runs, store)
     schedule(runs, backend, store, jobs=2, log=lambda message: None, poll_s=0)
     assert backend.events[1][:2] == ("lws", ["crt"])
+
+
+def test_runs_with_the_most_work_left_start_first(tmp_path):
+    """The six-method sweep on two workers: given in plan order (ce's consumers before dasl), the runs that
+    train a stage start before those that only reuse one, so dasl does not run last while a worker idles."""
+    store = RunStore(tmp_path)
+    runs = [fake_run("ce", "s1", work={"s1": 10}), fake_run("crt", "s1", "c", work={"s1": 10, "c": 1.2}),
+            fake_run("lws", "s1", "l", work={"s1": 10, "l": 1.2}), fake_run("ls", "s2", work={"s2": 10}),
+            fake_run("dasl", "s3", "d", work={"s3": 10, "d": 1.2})]
+    backend = FakeBackend(runs, store)
+    assert schedule(runs, backend, store, jobs=2, log=lambda message: None, poll_s=0) == (5, [])
+    assert [label for label, _, _ in backend.events] == ["crt", "dasl", "ls", "lws", "ce"]
+    assert runs[1].remaining(store) == 0 and runs[2].remaining(store) == 0
+
+
+def test_pool_runs_share_the_cores_and_a_lone_run_takes_them_all():
+    import multiprocessing
+
+    from ltbench.results.sweep import CoreShare
+
+    before = torch.get_num_threads()
+    running = multiprocessing.get_context("spawn").Value("i", 0)
+    first, second = CoreShare(running, cores=4), CoreShare(running, cores=4)
+    try:
+        with first, first.reporter().stage(0, 1, types.SimpleNamespace(name="s", epochs=1), "k", 3) as bar:
+            assert torch.get_num_threads() == 4  # alone
+            with second:
+                assert running.value == 2 and torch.get_num_threads() == 2
+                bar.step(0, 8)
+                assert torch.get_num_threads() == 2
+            bar.step(1, 8)  # the other run finished: this one takes all cores at its next step
+            assert running.value == 1 and torch.get_num_threads() == 4
+        assert running.value == 0
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_suite_expansion_with_variants_and_method_options(tmp_path):

@@ -33,19 +33,22 @@ Every run is planned first (``plan_run``: no training) to get its run key and st
 run key is in a finished run folder (its metrics.json) is skipped, so a second sweep does nothing; one
 whose run key is in an unfinished folder (config.json only: the run was stopped or killed) continues
 that folder from its checkpoint (``ltbench run --resume``), so an interrupted sweep resumes. Two grid
-points with the same run key run once. Runs that share their first
-stage sit together, the one with the fewest stages first: it trains the shared stage and the others
-reuse it. No run starts while another running run is training a stage it needs that is not cached yet
-(it would train the same stage twice); it starts as soon as that stage's artifact appears.
+points with the same run key run once. The runs with the most work to do (stages to train, in epochs,
+a frozen-feature stage counting ~1/3) go first, so that with ``--jobs N`` the short ones fill the gaps at
+the end; among equals, runs that share their first stage sit together. The first run that needs a stage
+trains it and the others reuse it: no run starts while another running run is training a stage it needs
+that is not cached yet (it would train the same stage twice); it starts as soon as that stage's artifact
+appears. Under ``--jobs N`` the runs in progress share the cores (CoreShare): a run left alone uses them all.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
 import time
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 from typing import Callable
@@ -92,9 +95,22 @@ class SweepRun:
     stages: list[tuple[str, str, bool]]  # (name, key, cacheable)
     done: str | None = None  # the finished run folder with this run key
     duplicate_of: str | None = None  # an earlier grid point with the same run key
+    work: dict[str, float] = field(default_factory=dict)  # stage key -> estimated cost (see stage_work)
 
     def uncached(self, store: RunStore) -> set[str]:
         return {key for _, key, cacheable in self.stages if cacheable and not store.has_stage(key)}
+
+    def remaining(self, store: RunStore) -> float:
+        """Estimated cost of the stages this run would train now (the cached ones it reuses cost nothing)."""
+        return sum(self.work.get(key, 0.0) for key in self.uncached(store))
+
+
+FROZEN_SHARE = 0.3  # a step with frozen features (forward only through the backbone) costs ~1/4-1/3 of a full one
+
+
+def stage_work(stage) -> float:
+    """A stage's cost in full-network epochs: what the scheduler compares to start the longest runs first."""
+    return stage.epochs * (1.0 if stage.trainable == "all" else FROZEN_SHARE)
 
 
 # reading suites --------------------------------------------------------------------------------------
@@ -234,7 +250,7 @@ def _check_executor(executor: str) -> None:
 
 
 def plan_sweep(suite: Suite, results: str | Path, executor: str = "local") -> list[SweepRun]:
-    """Plan every run (no training), mark finished and duplicate ones, order producers before consumers."""
+    """Plan every run (no training), mark finished and duplicate ones; the most work to do first."""
     from ..engine.runner import plan_run
 
     _check_executor(executor)
@@ -249,7 +265,8 @@ def plan_sweep(suite: Suite, results: str | Path, executor: str = "local") -> li
         plan = plan_run(config)
         stages = [(stage.name, key, stage.cached)
                   for stage, key in zip(plan.stages, plan.keys)]
-        run = SweepRun(label, config, plan.run_key, stages, finished.get(plan.run_key), seen.get(plan.run_key))
+        run = SweepRun(label, config, plan.run_key, stages, finished.get(plan.run_key), seen.get(plan.run_key),
+                       {key: stage_work(stage) for stage, key in zip(plan.stages, plan.keys)})
         if not run.done and plan.run_key in unfinished:  # an interrupted sweep: continue that run, not a new one
             run.config = dataclasses.replace(config, run_name=unfinished[plan.run_key], resume=True)
         runs.append(run)
@@ -257,7 +274,8 @@ def plan_sweep(suite: Suite, results: str | Path, executor: str = "local") -> li
     first_seen: dict[str, int] = {}
     for run in runs:
         first_seen.setdefault(run.stages[0][1], len(first_seen))
-    return sorted(runs, key=lambda r: (first_seen[r.stages[0][1]], len(r.stages)))
+    store = RunStore(results)
+    return sorted(runs, key=lambda r: (-r.remaining(store), first_seen[r.stages[0][1]], len(r.stages)))
 
 
 def describe(runs: list[SweepRun], results: str | Path) -> list[str]:
@@ -295,16 +313,73 @@ def _summary(metrics: dict) -> dict:
             "reused": [stage["name"] for stage in metrics["stages"] if stage.get("reused")]}
 
 
-def run_one(config: dict, threads: int | None = None) -> dict:
+def run_one(config: dict) -> dict:
     """A run in a worker (spawned process or submitit job), quietly; returns what the sweep prints."""
-    import torch
-
     from ..engine.progress import Reporter
     from ..engine.runner import execute
 
-    if threads:
-        torch.set_num_threads(threads)
-    return _summary(execute(RunConfig(**config), Reporter(quiet=True)))
+    if _SHARE is None:  # a submitit job: the cores slurm gave it
+        return _summary(execute(RunConfig(**config), Reporter(quiet=True)))
+    with _SHARE:
+        return _summary(execute(RunConfig(**config), _SHARE.reporter()))
+
+
+class CoreShare:
+    """The cores of a --jobs N pool, shared among the runs in progress (a count in shared memory).
+
+    Each run takes cores // (runs in progress) torch threads, re-read at every training step: while N runs
+    go side by side each has its share, and a run left alone (the last long one of a sweep) gets them all
+    instead of leaving cores idle. Thread counts change float rounding, not the expected result.
+    """
+
+    def __init__(self, running, cores: int):
+        self.running, self.cores = running, cores
+
+    def __enter__(self) -> CoreShare:
+        with self.running.get_lock():
+            self.running.value += 1
+        self.rebalance()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self.running.get_lock():
+            self.running.value -= 1
+
+    def rebalance(self) -> None:
+        import torch
+
+        threads = max(1, self.cores // max(1, self.running.value))
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+
+    def reporter(self):
+        """A quiet Reporter that rebalances after every training step."""
+        from ..engine.progress import Reporter
+
+        share = self
+
+        class Rebalancing(Reporter):
+            @contextlib.contextmanager
+            def stage(self, *args, **kwargs):
+                with super().stage(*args, **kwargs) as bar:
+                    advance = bar.step
+
+                    def step(step: int, images: int) -> None:
+                        advance(step, images)
+                        share.rebalance()
+
+                    bar.step = step
+                    yield bar
+
+        return Rebalancing(quiet=True)
+
+
+_SHARE: CoreShare | None = None  # set in --jobs N pool workers
+
+
+def _join_pool(running, cores: int) -> None:
+    global _SHARE
+    _SHARE = CoreShare(running, cores)
 
 
 @dataclass
@@ -342,18 +417,19 @@ class _Serial:
 
 
 class _Pool:
-    """--jobs N: N spawned worker processes, each with cores / N torch threads."""
+    """--jobs N: N spawned worker processes sharing the cores (CoreShare)."""
 
     def __init__(self, jobs: int):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self.threads = max(1, cores // jobs)
-        self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+        context = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_join_pool,
+                                        initargs=(context.Value("i", 0), cores))
 
     def submit(self, config: dict):
-        return self.pool.submit(run_one, config, self.threads)
+        return self.pool.submit(run_one, config)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -407,12 +483,15 @@ def _one_line(exc: BaseException) -> str:
 
 def schedule(runs: list[SweepRun], backend, store: RunStore, jobs: int, log: Callable[[str], None],
              poll_s: float = 1.0) -> tuple[int, list[str]]:
-    """Start runs in order, at most ``jobs`` at once, never one that needs a stage another running run is
-    still training (it starts once that stage's artifact exists). Returns (runs done, labels of failed runs)."""
+    """Start runs, at most ``jobs`` at once, the most remaining work first (ties: in plan order), so that
+    short runs fill the gaps at the end instead of a long one running last while workers idle; never one that
+    needs a stage another running run is still training (it starts once that stage's artifact exists).
+    Returns (runs done, labels of failed runs)."""
     pending, running, failed, done = list(runs), [], [], 0
     while pending or running:
         busy = set().union(*(run.uncached(store) for run, _ in running))
-        for run in list(pending):
+        longest_first = sorted(pending, key=lambda run: -run.remaining(store)) if len(running) < jobs else []
+        for run in longest_first:
             if len(running) >= jobs:
                 break
             needs = run.uncached(store)
