@@ -374,3 +374,40 @@ def test_missing_cifar100_message():
 def test_in_memory_sources_ignore_root():
     for name in ("digits-lt", "synthetic"):
         assert isinstance(source(name).load(Path("/nonexistent")).train, ArraySplit)
+
+
+def test_fast_path_feeds_the_images_of_the_reference_dataloader_path(tmp_path):
+    """The on-device uint8 path (decoded once from an image folder) and the anchors' path (torchvision
+    ImageFolder + ToTensor + Normalize through a DataLoader with workers) give the model the same images
+    for the same indices, before random augmentation; also along a sampler stream (class-balanced)."""
+    import torch
+    from torchvision import datasets, transforms
+
+    from ltbench.data.base import Augment
+    from ltbench.data.loaders import TensorLoader
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 5), ("test", 1)):
+        for label, name in enumerate(CIFAR10_CLASSES):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(per_class + label % 3):  # unequal classes
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
+    src = source("cifar10-lt")
+    train = src.load(tmp_path).train
+    fast = TensorLoader(train, 10, src.mean, src.std, Augment(0, False), torch.device("cpu"))
+    reference = datasets.ImageFolder(str(tmp_path / "train"), transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(src.mean, src.std)]))
+    assert len(reference) == len(fast) == sum(5 + label % 3 for label in range(10))
+    loader = torch.utils.data.DataLoader(reference, batch_size=16, shuffle=False, num_workers=2)
+    expected = torch.cat([x for x, _ in loader])
+    labels = torch.cat([y for _, y in loader])
+    seen = 0
+    for batch in fast.batches(16):
+        assert torch.allclose(batch["x"], expected[batch["idx"]], atol=1e-5)
+        assert torch.equal(batch["y"], labels[batch["idx"]])
+        seen += len(batch["idx"])
+    assert seen == len(reference)
+    for batch in fast.epoch("class-balanced", torch.Generator().manual_seed(0), 16):
+        assert torch.allclose(batch["x"], expected[batch["idx"]], atol=1e-5)
+        assert torch.equal(batch["y"], labels[batch["idx"]])
