@@ -108,7 +108,7 @@ def limit_rate(threads: int, precision: str, start_at: float, seconds: float) ->
     x = torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (BATCH,))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    steps, counted = 0, 0
+    counted = 0
     while True:  # warms up before the window, keeps the cores busy until it ends
         with autocast(device, precision):
             loss = F.cross_entropy(model(x).logits.float(), y)
@@ -120,7 +120,6 @@ def limit_rate(threads: int, precision: str, start_at: float, seconds: float) ->
             return counted * BATCH / seconds
         if now > start_at:
             counted += 1
-        steps += 1
 
 
 def parallel_bound(precision: str = "auto", seconds: float = 20.0) -> dict:
