@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import RunConfig, get_recipe
+from ..engine.progress import Reporter
 from ..errors import ConfigError, LTBenchError, NotFoundError
 from .store import RunStore, read_json
 
@@ -315,7 +316,6 @@ def _summary(metrics: dict) -> dict:
 
 def run_one(config: dict) -> dict:
     """A run in a worker (spawned process or submitit job), quietly; returns what the sweep prints."""
-    from ..engine.progress import Reporter
     from ..engine.runner import execute
 
     if _SHARE is None:  # a submitit job: the cores slurm gave it
@@ -352,26 +352,28 @@ class CoreShare:
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
 
-    def reporter(self):
-        """A quiet Reporter that rebalances after every training step."""
-        from ..engine.progress import Reporter
+    def reporter(self) -> Reporter:
+        return _Rebalancing(self)
 
-        share = self
 
-        class Rebalancing(Reporter):
-            @contextlib.contextmanager
-            def stage(self, *args, **kwargs):
-                with super().stage(*args, **kwargs) as bar:
-                    advance = bar.step
+class _Rebalancing(Reporter):
+    """A quiet Reporter that lets the run take its share of the cores after every training step."""
 
-                    def step(step: int, images: int) -> None:
-                        advance(step, images)
-                        share.rebalance()
+    def __init__(self, share: CoreShare):
+        super().__init__(quiet=True)
+        self.share = share
 
-                    bar.step = step
-                    yield bar
+    @contextlib.contextmanager
+    def stage(self, *args, **kwargs):
+        with super().stage(*args, **kwargs) as bar:
+            advance = bar.step
 
-        return Rebalancing(quiet=True)
+            def step(step: int, images: int) -> None:
+                advance(step, images)
+                self.share.rebalance()
+
+            bar.step = step
+            yield bar
 
 
 _SHARE: CoreShare | None = None  # set in --jobs N pool workers
