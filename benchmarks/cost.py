@@ -67,9 +67,9 @@ def timed_runs(methods, args, shared: bool, precision: str = "auto", dataset: st
         return metrics
 
     root = Path(tempfile.mkdtemp(prefix="ltbench-cost-"))
-    # One-time costs of a process (imports, reading the data set, oneDNN generating its kernels for each
-    # shape) would land on whichever side runs first: one-epoch runs pay them (crt and dasl between them
-    # take every kernel path of the six methods: full and frozen training steps, DaSL's auxiliary network).
+    # One-time costs of a process (lazy imports, oneDNN generating its kernels for each shape) must not land
+    # on whichever side runs first: one-epoch runs pay them (crt and dasl between them take every kernel
+    # path of the six methods: full and frozen training steps, DaSL's auxiliary network).
     run_all(["crt", "dasl"] if len(methods) > 1 else methods, root / "warm-up", 1, 1)
     start = time.perf_counter()
     metrics = run_all(methods, root / "timed", epochs or args.epochs, args.stage2_epochs)
