@@ -122,6 +122,38 @@ def test_worker_processes_run_independent_runs_at_once(tmp_path):
     assert len(list((tmp_path / "results" / "runs").glob("*/metrics.json"))) == 2
 
 
+KILLER_PLUGIN = '''
+import os
+import signal
+
+from ltbench import register_method
+from ltbench.registry import METHODS
+
+
+@register_method("ce-killed", summary="CE whose process is killed (SIGKILL) at its first step")
+class KilledCE(METHODS.get("ce").obj):
+    def loss(self, out, batch, state):
+        os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_killed_worker_fails_its_runs_and_the_sweep_goes_on(tmp_path):
+    """A worker killed (out of memory, say) breaks the process pool; the runs on it are reported as failed
+    in one line each, new workers take the remaining runs, and the sweep ends in one error line."""
+    (tmp_path / "killer.py").write_text(KILLER_PLUGIN)
+    suite = write_suite(tmp_path, TINY.replace('["ce", "crt"]', '["ce-killed", "ce"]') +
+                        f'seeds = [0, 1]\nplugins = ["{tmp_path / "killer.py"}"]\n')
+    result = invoke("sweep", suite, "--results", tmp_path / "results", "--jobs", "2", "-q")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # no traceback
+    failed = sorted(line for line in result.stderr.splitlines() if line.startswith("FAILED"))
+    assert [line.split(":")[0] for line in failed] == ["FAILED ce-killed digits-lt seed 0",
+                                                        "FAILED ce-killed digits-lt seed 1"], result.stderr
+    assert all("worker process died" in line for line in failed)
+    for seed in (0, 1):  # ce waited for ce-killed's stage 1 (the same stage), then ran on new workers
+        assert f"done   ce digits-lt seed {seed}" in result.stderr, result.stderr
+    assert "error: 2 of 4 runs failed" in result.stderr
+
+
 class FakeJob:
     """Finishes on its second poll, leaving the artifacts of its trainable stages behind."""
 

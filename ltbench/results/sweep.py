@@ -422,16 +422,27 @@ class _Pool:
     """--jobs N: N spawned worker processes sharing the cores (CoreShare)."""
 
     def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.pool = self._start()
+
+    def _start(self):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         context = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_join_pool,
-                                        initargs=(context.Value("i", 0), cores))
+        return ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_join_pool,
+                                   initargs=(context.Value("i", 0), cores))
 
     def submit(self, config: dict):
-        return self.pool.submit(run_one, config)
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.pool.submit(run_one, config)
+        except BrokenProcessPool:  # a worker died: its runs failed (and were reported); go on with new workers
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._start()
+            return self.pool.submit(run_one, config)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -474,6 +485,9 @@ SUBMITIT_RULE = "-" * 22  # submitit puts a job's traceback between two such rul
 
 def _one_line(exc: BaseException) -> str:
     """The error in one line: the last line of a submitit job's traceback, else the message."""
+    if type(exc).__name__ == "BrokenProcessPool":  # concurrent.futures' words for a worker that was killed
+        return ("its worker process died (killed: out of memory?), stopping the runs beside it too; run the "
+                "sweep again to resume them")
     text = str(exc)
     wrapped = SUBMITIT_RULE in text
     if wrapped:
