@@ -24,16 +24,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from speed import BATCH, limit_step  # benchmarks/ is on sys.path when a script in it runs
+
 SIX = ["ce", "label-smoothing", "crt", "lws", "tau-norm", "dasl"]
-BATCH = 128  # as in speed.py
+
+
+def stage_seconds(stages: list[dict]) -> tuple[float, float]:
+    """Recorded time of these stage records with each stage trained once (by key), and as often as it occurs
+    (a reused record counts what the run that trained it recorded)."""
+    trained = {stage["key"]: stage.get("seconds") or 0.0 for stage in stages if not stage.get("reused")}
+    every = sum(trained.get(stage["key"], 0.0) if stage.get("reused") else stage.get("seconds") or 0.0
+                for stage in stages)
+    return sum(trained.values()), every
 
 
 def from_results(folder: Path) -> dict:
     records = [json.loads(f.read_text())["stages"] for f in sorted(folder.glob("runs/*/metrics.json"))]
-    trained = {stage["key"]: stage.get("seconds") or 0.0 for stages in records for stage in stages
-               if not stage.get("reused")}
-    reuse = sum(trained.values())  # every stage trained once
-    scratch = sum(trained.get(stage["key"], 0.0) for stages in records for stage in stages)
+    reuse, scratch = stage_seconds([stage for stages in records for stage in stages])
     print(f"{len(records)} finished runs in {folder}: recorded stage time with reuse {reuse:.0f} s, from scratch "
           f"{scratch:.0f} s, ratio {reuse / scratch:.2f} (target <= 0.5)")
     return {"runs": len(records), "with_reuse_s": reuse, "from_scratch_s": scratch, "ratio": reuse / scratch}
@@ -44,10 +51,9 @@ def reuse_bounds(metrics: dict, scratch_s: float) -> dict:
     stage-1 trainings go (ce's stage 1 serves crt, lws, tau-norm; label-smoothing and dasl train their own),
     so even with free stage 2s, evaluations and start-up the ratio cannot go below distinct / all stage 1s."""
     first = [run["stages"][0] for run in metrics.values()]
-    distinct = {stage["key"]: stage["seconds"] for stage in first}
-    repeated = sum(stage["seconds"] for stage in first) - sum(distinct.values())
-    return {"distinct_stage1": len(distinct), "reuse_ideal_ratio": (scratch_s - repeated) / scratch_s,
-            "reuse_floor_ratio": sum(distinct.values()) / sum(stage["seconds"] for stage in first)}
+    once, every = stage_seconds(first)
+    return {"distinct_stage1": len({stage["key"] for stage in first}),
+            "reuse_ideal_ratio": (scratch_s - (every - once)) / scratch_s, "reuse_floor_ratio": once / every}
 
 
 def timed_runs(methods, args, shared: bool, precision: str = "auto", dataset: str | None = None,
@@ -96,25 +102,17 @@ def limit_rate(threads: int, precision: str, start_at: float, seconds: float) ->
     """images/s of fwd + bwd + SGD on one fixed CIFAR-sized batch (ResNet-32) with ``threads`` torch threads,
     counted over the wall-clock window [start_at, start_at + seconds], the same window for every process."""
     import torch
-    from torch.nn import functional as F
 
-    from ltbench.engine.precision import autocast, resolve_device, resolve_precision
+    from ltbench.engine.precision import resolve_device, resolve_precision
     from ltbench.models import build_model
 
     torch.set_num_threads(threads)
     device = resolve_device("cpu")
-    precision = resolve_precision(precision, device)
-    model = build_model("resnet32", 10, 3).to(memory_format=torch.channels_last).train()
-    x = torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (BATCH,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    step = limit_step(build_model("resnet32", 10, 3).to(memory_format=torch.channels_last), device,
+                      resolve_precision(precision, device))
     counted = 0
     while True:  # warms up before the window, keeps the cores busy until it ends
-        with autocast(device, precision):
-            loss = F.cross_entropy(model(x).logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step()
         now = time.time()
         if now > start_at + seconds:
             return counted * BATCH / seconds

@@ -66,7 +66,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure_limit(model, device, precision, steps: int) -> float:
+def limit_step(model, device, precision):
+    """One fwd + bwd + SGD step on one fixed in-memory batch: the compute limit, with no data path."""
     x = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (BATCH,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
@@ -79,6 +80,11 @@ def measure_limit(model, device, precision, steps: int) -> float:
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def measure_limit(model, device, precision, steps: int) -> float:
+    step = limit_step(model, device, precision)
     for _ in range(5):
         step()
     sync(device)

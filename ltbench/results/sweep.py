@@ -48,6 +48,7 @@ import difflib
 import os
 import time
 import typing
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -103,7 +104,10 @@ class SweepRun:
 
     def remaining(self, store: RunStore) -> float:
         """Estimated cost of the stages this run would train now (the cached ones it reuses cost nothing)."""
-        return sum(self.work.get(key, 0.0) for key in self.uncached(store))
+        return self.work_of(self.uncached(store))
+
+    def work_of(self, keys: set[str]) -> float:
+        return sum(self.work.get(key, 0.0) for key in keys)
 
 
 FROZEN_SHARE = 0.3  # a step with frozen features (forward only through the backbone) costs ~1/4-1/3 of a full one
@@ -435,8 +439,6 @@ class _Pool:
                                    initargs=(context.Value("i", 0), cores))
 
     def submit(self, config: dict):
-        from concurrent.futures.process import BrokenProcessPool
-
         try:
             return self.pool.submit(run_one, config)
         except BrokenProcessPool:  # a worker died: its runs failed (and were reported); go on with new workers
@@ -485,7 +487,7 @@ SUBMITIT_RULE = "-" * 22  # submitit puts a job's traceback between two such rul
 
 def _one_line(exc: BaseException) -> str:
     """The error in one line: the last line of a submitit job's traceback, else the message."""
-    if type(exc).__name__ == "BrokenProcessPool":  # concurrent.futures' words for a worker that was killed
+    if isinstance(exc, BrokenProcessPool):  # concurrent.futures' words for a worker that was killed
         return ("its worker process died (killed: out of memory?), stopping the runs beside it too; run the "
                 "sweep again to resume them")
     text = str(exc)
@@ -506,11 +508,10 @@ def schedule(runs: list[SweepRun], backend, store: RunStore, jobs: int, log: Cal
     pending, running, failed, done = list(runs), [], [], 0
     while pending or running:
         busy = set().union(*(run.uncached(store) for run, _ in running))
-        longest_first = sorted(pending, key=lambda run: -run.remaining(store)) if len(running) < jobs else []
-        for run in longest_first:
+        candidates = [(run, run.uncached(store)) for run in pending] if len(running) < jobs else []
+        for run, needs in sorted(candidates, key=lambda item: -item[0].work_of(item[1])):  # longest first
             if len(running) >= jobs:
                 break
-            needs = run.uncached(store)
             if needs & busy:
                 continue
             pending.remove(run)

@@ -33,6 +33,7 @@ from .store import read_json, write_text
 METRICS = ("acc", "many_acc", "medium_acc", "few_acc", "balanced_acc", "ece", "nll", "wrong_confidence",
            "feature_compactness")
 GROUPS = ("many", "medium", "few")
+ACCURACIES = ("acc", *(f"{group}_acc" for group in GROUPS))
 PUBLISHED_RECIPES = ("paper", "imagenet")
 SCHEDULE_OVERRIDES = ("epochs", "stage2_epochs", "batch_size", "lr", "stage2_lr")
 METHOD_ORDER = ("ce", "label-smoothing", "crt", "lws", "tau-norm", "ncm", "dasl")  # baselines first, as papers do
@@ -48,7 +49,6 @@ SUFFIX_FORMATS = {".md": "markdown", ".tex": "latex", ".csv": "csv"}
 # metrics the long layout can add after ECE (--extra): column name, decimals, lower is better
 EXTRA_COLUMNS = {"balanced_acc": ("balanced", 2, False), "nll": ("NLL", 3, True),
                  "wrong_confidence": ("wrong conf.", 3, True), "feature_compactness": ("compactness", 3, True)}
-ACCURACIES = ("acc", "many_acc", "medium_acc", "few_acc")
 _MISSING = object()
 
 
