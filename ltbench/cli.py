@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -73,7 +74,10 @@ def run(
     lr: Optional[float] = typer.Option(None, help="Stage-1 base learning rate (before batch-size scaling)."),
     stage2_lr: Optional[float] = typer.Option(None, help="Stage-2 base learning rate."),
     seed: int = typer.Option(0, help="Training seed (model init, sampling, augmentation)."),
-    subset_seed: int = typer.Option(0, help="Seed of the long-tailed subset choice (PROTOCOL: 0)."),
+    subset_seed: int = typer.Option(0, help="Seed of the long-tailed subset choice (docs/protocol.md: 0)."),
+    val_per_class: Optional[int] = typer.Option(None, help="Validation images per class, held out of the balanced "
+                                                "train pool before the long-tailed subset (default: the dataset's; "
+                                                "0: none, and no method may tune)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     precision: str = typer.Option("auto", help="auto (bf16 where the hardware runs it natively), fp32, bf16, fp16."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the data sets (default $LTBENCH_DATA or "
@@ -92,6 +96,9 @@ def run(
     eval_batch_size: int = typer.Option(1024, "--eval-batch-size", min=1, help="Batch size of evaluation passes."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward pass (pays a "
                                        "warm-up of tens of seconds; worth it for long GPU runs)."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train every stage afresh instead of reusing cached "
+                                 "stage artifacts (which are then replaced); for changes the stage keys do not "
+                                 "cover (see the README's 'Stage reuse')."),
 ):
     """Train and evaluate one method; write results/runs/<name>/ and print the results table.
 
@@ -114,10 +121,10 @@ def run(
         method=method, method_options=parse_options(option), dataset=dataset, imbalance=imbalance,
         profile=profile, backbone=backbone, pretrained=pretrained, recipe=recipe, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, stage2_lr=stage2_lr, seed=seed,
-        subset_seed=subset_seed, device=device, precision=precision,
+        subset_seed=subset_seed, val_per_class=val_per_class, device=device, precision=precision,
         data_root=str(data_root) if data_root else None, out=str(out_dir), run_name=run_name,
         plugins=[str(p) for p in plugins or []], resume=resume, eval_batch_size=eval_batch_size,
-        compile=compile_model,
+        compile=compile_model, retrain_before=time.time() if retrain else None,
     )
     try:
         execute(config, Reporter(err, quiet=quiet), download=download,
@@ -272,6 +279,8 @@ def sweep(
     mem_gb: Optional[int] = typer.Option(None, help="slurm memory per run, GB."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-run tables, only a line per "
                                "run started and finished."),
+    retrain: bool = typer.Option(False, "--retrain", help="Run every run again (finished ones too) and train every "
+                                 "stage afresh: no stage artifact from before this sweep is reused."),
 ):
     """Run a grid of runs from a TOML suite (schema: benchmarks/SUITES.md).
 
@@ -286,7 +295,7 @@ def sweep(
         err.print(message, markup=False, highlight=False, soft_wrap=True)
 
     suite = load_suite(suite_file, results)
-    runs = plan_sweep(suite, results, executor)
+    runs = plan_sweep(suite, results, executor, time.time() if retrain else None)
     if dry_run:
         for line in describe(runs, results):
             out.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -13,7 +13,12 @@ from .errors import ConfigError
 
 @dataclass(frozen=True)
 class Optim:
-    """Optimiser and schedule of one stage (SGD + linear warm-up + step or cosine decay)."""
+    """Optimiser and schedule of one stage (SGD + linear warm-up + step or cosine decay).
+
+    Warm-up as BagofTricks-LT's WarmupMultiStepLR (stepped once per epoch, lib/utils/utils.py:91-96; its
+    shape from BBN's lib/utils/lr_scheduler.py:10,39-40, from which BagofTricks-LT was reorganised): epoch e
+    < warmup_epochs runs at lr * (warmup_from + (1 - warmup_from) * e / warmup_epochs), warmup_from = 1/3.
+    """
 
     epochs: int
     lr: float
@@ -25,22 +30,25 @@ class Optim:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     nesterov: bool = False
+    warmup_from: float = 1 / 3
 
     def with_epochs(self, epochs: int) -> "Optim":
-        """Same schedule shape over a different length: milestones and warm-up scale with it."""
+        """Same schedule shape over a different length: milestones and warm-up scale with it (a warm-up
+        never shrinks to nothing: at least one epoch while the stage has two)."""
         if epochs == self.epochs:
             return self
         ratio = epochs / self.epochs
         milestones = tuple(sorted({max(1, round(m * ratio)) for m in self.milestones if round(m * ratio) < epochs}))
-        warmup = min(int(self.warmup_epochs * ratio), max(epochs - 1, 0))
+        warmup = min(max(round(self.warmup_epochs * ratio), 1), max(epochs - 1, 0)) if self.warmup_epochs else 0
         return replace(self, epochs=epochs, milestones=milestones, warmup_epochs=warmup)
 
     def lr_at(self, epoch: float) -> float:
-        """Learning rate at a (fractional) epoch: warm-up is per step, decay per epoch."""
+        """Learning rate at a (fractional) epoch: warm-up and steps change per epoch, cosine per step."""
         import math
 
         if self.warmup_epochs and epoch < self.warmup_epochs:
-            return self.lr * epoch / self.warmup_epochs  # callers pass epoch + (step + 1) / steps
+            alpha = math.floor(epoch) / self.warmup_epochs
+            return self.lr * (self.warmup_from + (1 - self.warmup_from) * alpha)
         if self.schedule == "cosine":
             span = max(self.epochs - self.warmup_epochs, 1)
             return 0.5 * self.lr * (1 + math.cos(math.pi * min(epoch - self.warmup_epochs, span) / span))
@@ -55,6 +63,7 @@ class Optim:
 
 TRAINABLE = ("all", "classifier", "scales", "none")
 SAMPLERS = ("instance", "class-balanced", "sqrt", "progressive")
+BN_MODES = ("train", "frozen")
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,17 @@ class Stage:
     options: tuple[tuple[str, Any], ...] = ()
     reinit_classifier: bool = False
     intermediates: bool = False  # the loss needs multi-stage feature maps
-    post: str | None = None  # name of a post-hoc step the method runs after training (e.g. tau-norm)
+    post: str | None = None  # name of the post-hoc step (``Method.post_stage``) run after this stage's training
+    bn: str = "frozen"  # stages with a frozen backbone: "train" re-estimates its BN statistics, "frozen" keeps them
+    shared: bool = False  # the plain CE stage 1 (``Recipe.representation()``): trained by the core's hooks alone
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
             raise ConfigError(f"stage '{self.name}': trainable must be one of {TRAINABLE}, got '{self.trainable}'")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"stage '{self.name}': sampler must be one of {SAMPLERS}, got '{self.sampler}'")
+        if self.bn not in BN_MODES:
+            raise ConfigError(f"stage '{self.name}': bn must be one of {BN_MODES}, got '{self.bn}'")
         if isinstance(self.options, dict):
             object.__setattr__(self, "options", tuple(sorted(self.options.items())))
 
@@ -105,60 +118,87 @@ class Stage:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Schedule presets: stage 1 (representation) and stage 2 (classifier balancing)."""
+    """Schedule presets: stage 1 (representation) and stage 2 (classifier balancing); ``lws_epochs``: LWS's
+    own stage-2 length where its reference differs from cRT's (classifier-balancing: 5 against 10)."""
 
     name: str
     stage1: Optim
     stage2: Optim
     description: str = ""
+    lws_epochs: int | None = None
 
     def representation(self, loss: str = "ce", **options) -> Stage:
-        """The plain stage 1 shared by every decoupled method (same spec, same key, trained once)."""
-        return Stage("representation", optim=self.stage1, loss=loss, options=options)
+        """The plain stage 1 shared by every decoupled method (same spec, same key, trained once). With the
+        "ce" loss it is ``shared``: the runner trains it with the base ``Method``'s hooks, so no method's
+        code can change it, and its key covers the core's code, not the method's."""
+        return Stage("representation", optim=self.stage1, loss=loss, options=options, shared=loss == "ce")
 
     def classifier(self, name: str = "classifier", trainable: str = "classifier", reinit: bool = True,
-                   sampler: str = "class-balanced", loss: str = "ce", **options) -> Stage:
-        return Stage(name, optim=self.stage2, trainable=trainable, sampler=sampler,
-                     reinit_classifier=reinit, loss=loss, options=options)
+                   sampler: str = "class-balanced", loss: str = "ce", bn: str = "train", optim: Optim | None = None,
+                   **options) -> Stage:
+        """A classifier-balancing stage on frozen features. ``bn="train"`` by default: classifier-balancing
+        (run_networks.py:247-249, every network in train mode; the frozen backbone only loses its gradients,
+        :115-120) and BagofTricks-LT (lib/core/function.py:21-24, model.train()) re-estimate the backbone's
+        BN statistics under the class-balanced sampler (MiSLAS' shift_bn); "frozen" keeps them."""
+        return Stage(name, optim=optim or self.stage2, trainable=trainable, sampler=sampler,
+                     reinit_classifier=reinit, loss=loss, options=options, bn=bn)
 
+
+# CIFAR-LT: BagofTricks-LT configs/cao_cifar/baseline/cifar10_im100.yaml:28-42 (batch 128, 200 epochs, lr 0.1,
+# momentum 0.9, wd 2e-4, warm-up 5, x0.01 at 160 and 180) with Nesterov SGD (lib/utils/utils.py:56-61);
+# stage 2: configs/cao_cifar/two_stage/classifier_balance/cRT/cifar10_im100.yaml:33-47 (30 epochs, lr 0.1,
+# wd 5e-4, warm-up 5, x0.1 at 10 and 20; LWS the same). Large data sets: classifier-balancing's configs
+# (plain SGD, cosine to 0, config/<dataset>/{feat_uniform,cls_crt,cls_lws}.yaml).
+CIFAR_STAGE1 = Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5, milestones=(160, 180),
+                     gamma=0.01, nesterov=True)
+CIFAR_STAGE2 = Optim(epochs=30, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=5, milestones=(10, 20),
+                     gamma=0.1, nesterov=True)
 
 RECIPES: dict[str, Recipe] = {
-    "paper": Recipe(
-        "paper",
-        # BagofTricks-LT / LDAM-DRW CIFAR schedule (PROTOCOL.md)
-        Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5,
-              milestones=(160, 180), gamma=0.01),
-        Optim(epochs=30, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=5,
-              milestones=(10, 20), gamma=0.1),
-        "CIFAR-LT paper schedule: 200 + 30 epochs (BagofTricks-LT)",
-    ),
+    "paper": Recipe("paper", CIFAR_STAGE1, CIFAR_STAGE2, "CIFAR-LT paper schedule: 200 + 30 epochs (BagofTricks-LT)"),
     "imagenet": Recipe(
         "imagenet",
-        # Kang et al. 2020, ImageNet-LT ResNeXt-50
+        # ImageNet-LT/feat_uniform.yaml (ResNeXt-50, 90 epochs), cls_crt.yaml (10), cls_lws.yaml (5)
         Optim(epochs=90, lr=0.2, batch_size=512, weight_decay=5e-4, schedule="cosine"),
         Optim(epochs=10, lr=0.2, batch_size=512, weight_decay=5e-4, schedule="cosine"),
-        "ImageNet-LT / Places-LT / iNat schedule of Kang et al.: 90 + 10 epochs, cosine",
+        "ImageNet-LT schedule of Kang et al.: 90 + 10 epochs (LWS 5), batch 512, lr 0.2, wd 5e-4, cosine",
+        lws_epochs=5,
+    ),
+    "inat": Recipe(
+        "inat",
+        # iNaturalist18/feat_unifrom.yaml (ResNet-50, 90 epochs, wd 1e-4), cls_crt.yaml (30), cls_lws.yaml (5)
+        Optim(epochs=90, lr=0.2, batch_size=512, weight_decay=1e-4, schedule="cosine"),
+        Optim(epochs=30, lr=0.2, batch_size=512, weight_decay=1e-4, schedule="cosine"),
+        "iNaturalist-18 schedule of Kang et al.: 90 + 30 epochs (LWS 5), batch 512, lr 0.2, wd 1e-4, cosine",
+        lws_epochs=5,
+    ),
+    "places": Recipe(
+        "places",
+        # Places_LT/cls_crt.yaml (ResNet-152, batch 256, classifier lr 0.1, wd 5e-4, 10 epochs), cls_lws.yaml
+        # (5). The repository has no Places-LT stage-1 config (the paper fine-tunes an ImageNet-pretrained
+        # ResNet-152): stage 1 here is the cls configs' optimiser over 30 epochs; pass --pretrained.
+        Optim(epochs=30, lr=0.1, batch_size=256, weight_decay=5e-4, schedule="cosine"),
+        Optim(epochs=10, lr=0.1, batch_size=256, weight_decay=5e-4, schedule="cosine"),
+        "Places-LT schedule of Kang et al. (stage 2: 10 epochs, LWS 5, batch 256, lr 0.1, wd 5e-4, cosine); "
+        "stage 1 not published: 30 epochs of the same optimiser (start from --pretrained)",
+        lws_epochs=5,
     ),
     "cpu": Recipe(
         "cpu",
-        Optim(epochs=30, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=2,
-              milestones=(24, 28), gamma=0.1),
-        Optim(epochs=10, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=1,
-              milestones=(6, 8), gamma=0.1),
+        replace(CIFAR_STAGE1, epochs=30, warmup_epochs=2, milestones=(24, 28), gamma=0.1),
+        replace(CIFAR_STAGE2, epochs=10, warmup_epochs=1, milestones=(6, 8)),
         "the paper schedule's shape shortened to 30 + 10 epochs for 2 CPU cores (not comparable with paper numbers)",
     ),
     "tiny": Recipe(
         "tiny",
-        Optim(epochs=30, lr=0.025, batch_size=32, weight_decay=2e-4, warmup_epochs=2,
-              milestones=(24, 28), gamma=0.1),
-        Optim(epochs=10, lr=0.025, batch_size=32, weight_decay=5e-4, warmup_epochs=1,
-              milestones=(6, 8), gamma=0.1),
+        replace(CIFAR_STAGE1, epochs=30, lr=0.025, batch_size=32, warmup_epochs=2, milestones=(24, 28), gamma=0.1),
+        replace(CIFAR_STAGE2, epochs=10, lr=0.025, batch_size=32, warmup_epochs=1, milestones=(6, 8)),
         "the cpu recipe at batch 32 (lr scaled linearly) for data sets of a few hundred images (digits-lt)",
     ),
     "smoke": Recipe(
         "smoke",
-        Optim(epochs=3, lr=0.025, batch_size=32, weight_decay=2e-4, milestones=(2,)),
-        Optim(epochs=2, lr=0.025, batch_size=32, weight_decay=5e-4, milestones=()),
+        replace(CIFAR_STAGE1, epochs=3, lr=0.025, batch_size=32, warmup_epochs=0, milestones=(2,), gamma=0.1),
+        replace(CIFAR_STAGE2, epochs=2, lr=0.025, batch_size=32, warmup_epochs=0, milestones=()),
         "seconds on digits-lt: checks that everything runs, not what it scores",
     ),
 }
@@ -183,7 +223,7 @@ class RunConfig:
     dataset: str = "digits-lt"
     imbalance: float | None = None  # None: the dataset's default
     profile: str = "exp"  # exp (LDAM-DRW rule) | step
-    subset_seed: int = 0  # numpy seed of the LT subset (PROTOCOL.md: default 0)
+    subset_seed: int = 0  # numpy seed of the LT subset (docs/protocol.md: default 0)
     val_per_class: int | None = None  # None: the dataset's default
     backbone: str | None = None  # None: the dataset's default
     pretrained: bool = False
@@ -201,6 +241,7 @@ class RunConfig:
     out: str = "results"
     run_name: str | None = None
     resume: bool = False
+    retrain_before: float | None = None  # --retrain: stage artifacts older than this time (epoch s) are not reused
     plugins: list = field(default_factory=list)
     eval_batch_size: int = 1024
     workers: int = min(8, os.cpu_count() or 1)  # DataLoader workers of the file-list data path

@@ -99,8 +99,9 @@ class Method:
         """Which stage maps the loss needs (timm ``indices``), or None."""
         return None
 
-    def trainable_parameters(self, model: LTModel, stage: Stage) -> list[nn.Parameter]:
-        """Parameters trained in ``stage``; extras other than logit scales train only with 'all'."""
+    def trainable_parameters(self, model: LTModel, stage: Stage) -> list:
+        """Parameters trained in ``stage``; extras other than logit scales train only with 'all'. May also
+        return optimizer parameter groups (dicts with "params" and an optional "lr_scale" on the stage lr)."""
         if stage.trainable == "all":
             return list(model.parameters())
         if stage.trainable == "classifier":
@@ -123,8 +124,15 @@ class Method:
         return F.cross_entropy(out.logits.float(), batch["y"], label_smoothing=state.stage.opts.get("label_smoothing", 0.0))
 
     def post_stage(self, state: StageState) -> dict:
-        """Runs after a stage's training (e.g. tau-norm picks tau on validation data); returns facts to record."""
+        """The post-hoc step of each stage that declares one (``Stage(post=...)``), run after that stage's
+        training and after its artifact is saved (or loaded), so it never changes a shared artifact; e.g.
+        tau-norm picks tau on validation data. Returns facts to record in metrics.json."""
         return {}
+
+    def tunes_on_validation(self) -> bool:
+        """True when this configuration picks a value on the validation split (tau-norm's tau, say): the run
+        is refused on data sets whose only held-out split is the test set."""
+        return False
 
     # method state (saved with stage artifacts and checkpoints) --------------------------------------
     def state_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""Evaluation metrics (PROTOCOL.md): top-1, many/medium/few, ECE (15 bins), NLL, wrong-confidence,
+"""Evaluation metrics (docs/protocol.md): top-1, many/medium/few, ECE (15 bins), NLL, wrong-confidence,
 per-class accuracy and feature compactness. Accuracies and ECE are in percent, as papers print them."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """DaSL: Dynamic Auxiliary Soft Labels for decoupled learning (Wang, Zhang, Shen, Zhao, Neural Networks
-151 (2022) 132-142), RECONSTRUCTED from its abstract (the full text is unavailable; PROTOCOL.md lists
+151 (2022) 132-142), RECONSTRUCTED from its abstract (the full text is unavailable; docs/protocol.md lists
 what the abstract confirms). Every inferred choice is a switch, so benchmarks/dasl-ablation.toml can
 test it; the defaults are the most likely reading.
 
@@ -108,10 +108,10 @@ class FrozenTeacher(nn.Module):
 class DaSL(Method):
     defaults = {"aux_inputs": "multi", "soft_labels": "sample", "use_in": "both", "feature_distill": True,
                 "distill_direction": "aux_to_main", "aux_stage2": "retrain", "temperature": 2.0,
-                "lambda_soft": 1.0, "lambda_feat": 1.0, "ramp": 0.05, "beta": 0.5, "aux_width": 0}
+                "lambda_soft": 1.0, "lambda_feat": 1.0, "ramp": 0.05, "beta": 0.5, "aux_width": 0, "stage2_bn": "train"}
     choices = {"aux_inputs": ("multi", "last"), "soft_labels": ("sample", "class", "static"),
                "use_in": ("both", "stage1", "stage2"), "distill_direction": ("aux_to_main", "main_to_aux"),
-               "aux_stage2": ("retrain", "frozen")}
+               "aux_stage2": ("retrain", "frozen"), "stage2_bn": ("train", "frozen")}
     help = {
         "aux_inputs": "multi: fuse the last 3 backbone stage maps; last: the last map only (single-scale ablation)",
         "soft_labels": "sample: online per-sample p_a; class: per-class mean of the previous epoch's correct "
@@ -129,6 +129,8 @@ class DaSL(Method):
         "ramp": "fraction of stage 1 over which lambda_soft ramps linearly up from 0",
         "beta": "stage-2 target q = (1 - beta) onehot(y) + beta p_aux",
         "aux_width": "channels of the auxiliary network; 0: the main feature width capped at 256 (64 on ResNet-32)",
+        "stage2_bn": "train: the frozen backbone's BN statistics follow the class-balanced batches in the stage-2 "
+                     "stages, as cRT's references do; frozen: kept from stage 1",
     }
 
     def __init__(self, **options):
@@ -173,11 +175,12 @@ class DaSL(Method):
             stages = [dasl_stage1("sample"), replace(dasl_stage1("static"), name="static-representation")]
         else:
             stages = [dasl_stage1(o["soft_labels"])]
+        bn = o["stage2_bn"]
         if o["use_in"] == "stage1":
-            return stages + [recipe.classifier()]
+            return stages + [recipe.classifier(bn=bn)]
         if o["aux_stage2"] == "retrain":
-            stages.append(recipe.classifier("aux-classifier", reinit=False, loss="dasl", **aux))
-        return stages + [recipe.classifier(loss="dasl", beta=o["beta"], **aux)]
+            stages.append(recipe.classifier("aux-classifier", reinit=False, loss="dasl", bn=bn, **aux))
+        return stages + [recipe.classifier(loss="dasl", beta=o["beta"], bn=bn, **aux)]
 
     # hooks -----------------------------------------------------------------------------------------
     def _new_aux(self, model, num_classes: int) -> AuxiliaryNetwork:

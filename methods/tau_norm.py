@@ -10,6 +10,9 @@ class TauNorm(Method):
     help = {"tau": "fixed tau in [0, 2]; -1 picks it on the validation split",
             "grid_step": "step of the tau grid over [0, 2]"}
 
+    def tunes_on_validation(self):
+        return self.options["tau"] < 0
+
     def stages(self, recipe):
         return [recipe.representation(), Stage("tau-norm", trainable="none", post="tau-norm")]
 

@@ -1,5 +1,6 @@
 """End to end through the CLI on the embedded digits-lt data (smoke recipe, fp32: seconds per run)."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from ltbench.cli import app
+from ltbench.config import get_recipe
+from ltbench.data import get_source
+from ltbench.method import create_method
+from ltbench.models import build_model, tau_normalize
 
 BUILTIN = ["ce", "label-smoothing", "crt", "lws", "tau-norm", "ncm"]
 FAST = ["--dataset", "digits-lt", "--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "-q"]
@@ -33,11 +38,34 @@ def results(tmp_path_factory):
     return out
 
 
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of a rich box table as lists of stripped cells (a row whose first cell is empty
+    continues the row above when a cell wraps: its cells are joined onto that row's)."""
+    rows = []
+    for line in output.splitlines():
+        if not line.startswith("\u2502"):  # "│": body rows only (no title, header, rules)
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("\u2502").split("\u2502")]
+        if cells[0] or not rows:
+            rows.append(cells)
+        else:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells)]
+    return rows
+
+
 def test_methods_lists_the_builtins():
     result = invoke("methods")
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("\u2503"))  # "┃": header row
+    assert [cell.strip() for cell in header.strip("\u2503").split("\u2503")] == ["method", "summary", "stages",
+                                                                                  "origin"]
+    rows = {cells[0]: cells for cells in table_rows(result.output)}
     for method in BUILTIN + ["dasl"]:
-        assert method in result.output
+        assert method in rows, f"no row for {method!r} in:\n{result.output}"
+        assert rows[method][3] == "built-in", rows[method]
+        # the stages column lists the method's stages (names; "[trainable, sampler]" tags stripped)
+        names = [stage.name for stage in create_method(method).stages(get_recipe("paper"))]
+        assert re.sub(r"\[[^\]]*\]", "", rows[method][2]).split(" -> ") == names, rows[method]
 
 
 @pytest.mark.parametrize("method", BUILTIN)
@@ -88,9 +116,58 @@ def test_crt_and_lws_leave_the_backbone_unchanged(results):
     assert not torch.equal(lws["extras.logit_scales.scales"], torch.ones(10))
 
 
+def _normalized(split, source) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(split.images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (source.mean, source.std))
+    return (x - mean) / std, torch.from_numpy(split.labels.astype(np.int64))
+
+
+@torch.no_grad()
+def _accuracy_by_tau(model, weight, split, source, taus) -> dict:
+    """Top-1 (%, rounded as tau_norm.py rounds) of the saved model on ``split`` with W / ||W||^tau."""
+    x, y = _normalized(split, source)
+    features, _ = model.encode(x)
+    scores = {}
+    for tau in taus:
+        tau_normalize(model.classifier, tau, weight)
+        scores[tau] = round(100 * (model.head(features).argmax(1) == y).float().mean().item(), 3)
+    return scores
+
+
 def test_tau_norm_picks_tau_on_validation(results):
-    post = metrics_of(results, "tau-norm")["stages"][1]["post"]
-    assert 0 <= post["tau"] <= 2 and len(post["val_acc_by_tau"]) == 21
+    """tau is the argmax of the validation accuracies, and those are the saved model's accuracies on the
+    run's validation split (held out of the pool, disjoint from the training images), not on the test set."""
+    run = results / "runs" / "tau-norm"
+    config = json.loads((run / "config.json").read_text())
+    metrics = metrics_of(results, "tau-norm")
+    post = metrics["stages"][1]["post"]
+    recorded = {float(t): acc for t, acc in post["val_acc_by_tau"].items()}
+    taus = sorted(recorded)
+    assert taus == pytest.approx([round(0.1 * i, 6) for i in range(21)])
+    best = max(recorded.values())
+    assert post["tau"] == min(t for t in taus if recorded[t] == best)  # argmax, ties -> smallest tau
+
+    subset = np.load(run / "subset.npz")
+    val_idx, train_idx = subset["val_indices"], subset["train_indices"]
+    assert len(val_idx) == config["data"]["val_size"] > 0
+    assert not set(val_idx.tolist()) & set(train_idx.tolist())  # no validation image is a training image
+    source = get_source(config["dataset"])
+    pool = source.load(Path("unused")).train  # digits-lt: bundled with scikit-learn, no data root
+    model = build_model(config["backbone"], source.num_classes, source.channels)
+    model.load_state_dict(torch.load(run / "model.pt", weights_only=True)["model"])
+    model.eval()
+    stage1 = torch.load(results / "stages" / config["stages"][0]["key"] / "model.pt", weights_only=True)["model"]
+    weight = stage1["backbone.fc.weight"]
+    expected = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(post["tau"])
+    assert torch.allclose(model.classifier.weight, expected, atol=1e-6)  # the chosen tau is the one applied
+    assert not model.classifier.bias.any()
+
+    val = _accuracy_by_tau(model, weight, pool.subset(val_idx), source, taus)
+    assert val == pytest.approx(recorded, abs=1e-3)  # recomputed on the validation split: identical
+    test_split = source.load(Path("unused")).test
+    test = _accuracy_by_tau(model, weight, test_split, source, taus)
+    assert test[post["tau"]] == pytest.approx(metrics["acc"], abs=1e-3)
+    assert test != pytest.approx(recorded, abs=1e-3)  # picked on the test set, they would be these
 
 
 def test_existing_run_name_is_refused_and_kept(results):

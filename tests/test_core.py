@@ -38,14 +38,21 @@ def test_lt_subset_is_seeded_and_follows_counts():
         lt_counts(100, 10, 0.5)
 
 
-def test_validation_split_is_balanced_and_avoids_kept_images():
+def test_validation_split_is_taken_first_and_never_holds_a_training_image():
     labels = np.repeat(np.arange(10), 500)
-    kept = lt_subset(labels, 10, 100, seed=0)
-    val, overlap = balanced_val_split(labels, kept, 10, 20)
+    val = balanced_val_split(labels, 10, 20)
+    kept = lt_subset(labels, 10, 100, seed=0, img_max=500, exclude=val)
     assert np.bincount(labels[val], minlength=10).tolist() == [20] * 10
-    assert overlap == [0]  # the head class keeps every image under the LDAM rule
-    tail_val = val[labels[val] > 0]
-    assert not np.isin(tail_val, kept).any()
+    assert not np.isin(val, kept).any()  # the head class too: it keeps 480, not all 500
+    counts = np.bincount(labels[kept], minlength=10)
+    assert counts[0] == 480 and counts[1:].tolist() == lt_counts(500, 10, 100)[1:]
+
+
+def test_cifar10_lt_sizes_with_the_validation_split_held_out():
+    labels = np.repeat(np.arange(10), 5000)
+    for per_class, size in ((20, 12386), (0, 12406)):
+        val = balanced_val_split(labels, 10, per_class)
+        assert len(lt_subset(labels, 10, 100, img_max=5000, exclude=val)) == size
 
 
 def test_shot_groups_boundaries():
@@ -157,12 +164,16 @@ def test_stage_keys_share_stage1_and_change_with_settings():
 def test_schedule_warmup_and_steps():
     optim = Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5, milestones=(160, 180),
                   gamma=0.01)
-    assert optim.lr_at(2.5) == pytest.approx(0.05)
+    # BagofTricks-LT's warm-up: lr/3 at epoch 0, linear to lr at epoch 5, one value per epoch
+    assert [optim.lr_at(e + 0.5) for e in range(6)] == pytest.approx([0.1 / 3, 0.1 * 7 / 15, 0.06, 0.1 * 11 / 15,
+                                                                      0.1 * 13 / 15, 0.1])
+    assert optim.with_epochs(3).warmup_epochs == 1  # a short schedule keeps a warm-up (int() made it 0)
+    assert optim.with_epochs(1).warmup_epochs == 0
     assert optim.lr_at(100) == pytest.approx(0.1)
     assert optim.lr_at(170) == pytest.approx(0.001)
     assert optim.lr_at(190) == pytest.approx(0.00001)
     short = optim.with_epochs(20)
-    assert short.milestones == (16, 18) and short.warmup_epochs == 0
+    assert short.milestones == (16, 18) and short.warmup_epochs == 1
 
 
 @pytest.mark.parametrize("name", ["resnet32", "resnet18", "resnext26ts"])

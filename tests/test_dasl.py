@@ -1,6 +1,7 @@
 """DaSL (methods/dasl.py): gradient paths, stop-gradients, stage-2 targets, class-mode targets, the
 auxiliary network on several timm backbones, and every switch value end to end through the CLI."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from ltbench.data import build_data
 from ltbench.engine.loop import evaluate
 from ltbench.errors import ConfigError
 from ltbench.method import DataInfo, StageState, create_method
-from ltbench.methods.dasl import AUX, distill_kl, mixed_target, soft_cross_entropy
+from ltbench.methods.dasl import AUX, TEACHER, distill_kl, mixed_target, soft_cross_entropy
 from ltbench.models import build_model
 from ltbench.models.heads import Outputs
 
@@ -267,15 +268,51 @@ def read(out: Path, name: str, file: str) -> dict:
     return json.loads((out / "runs" / name / file).read_text())
 
 
+def declared_stages(options: dict) -> list[dict]:
+    """DaSL's own stages() for these options, as config.json records them (spec without the schedule)."""
+    stages = create_method("dasl", options).stages(get_recipe("smoke"))
+    return json.loads(json.dumps([{k: v for k, v in s.spec().items() if k != "optim"} for s in stages]))
+
+
 @pytest.mark.parametrize("name", list(RUNS))
 def test_every_switch_value_runs_end_to_end(cli_runs, name):
+    """The switches took effect: the run trained exactly the stages DaSL declares for its options, its stage
+    keys are the default run's exactly where those stages (and all before them) are the default's, and the
+    switch shows in the saved model; the final numbers are finite."""
     config = read(cli_runs, name, "config.json")
     metrics = read(cli_runs, name, "metrics.json")
     expected = create_method("dasl", RUNS[name]).options
     assert config["method_options"] == json.loads(json.dumps(expected))
-    assert [s["name"] for s in metrics["stages"]] == [s["name"] for s in config["stages"]]
-    assert metrics["stages"][0]["metrics"]["feature_compactness"] is not None  # stage-1 claim
-    assert metrics["ece"] is not None and "wrong_confidence" in metrics  # stage-2 claims
+
+    declared, default = declared_stages(RUNS[name]), declared_stages({})
+    ran = [{k: v for k, v in s.items() if k not in ("key", "optim")} for s in config["stages"]]
+    assert ran == declared
+    assert [s["name"] for s in metrics["stages"]] == [s["name"] for s in declared]
+    assert (declared == default) == (name == "dasl")  # every non-default switch changes some stage
+
+    keys = [s["key"] for s in metrics["stages"]]
+    assert keys == [s["key"] for s in config["stages"]] and len(set(keys)) == len(keys)
+    default_keys = [s["key"] for s in read(cli_runs, "dasl", "metrics.json")["stages"]]
+    for i, key in enumerate(keys):  # a key chains the previous one: equal iff the whole prefix is equal
+        if declared[:i + 1] == default[:i + 1]:
+            assert key == default_keys[i], (i, declared[i]["name"])
+        else:
+            assert key not in default_keys, (i, declared[i]["name"])
+    if declared[0] != default[0]:  # the switch changes stage 1: its own stage-1 artifact
+        assert keys[0] != default_keys[0]
+        assert (cli_runs / "stages" / keys[0] / "model.pt").is_file()
+
+    saved = torch.load(cli_runs / "runs" / name / "model.pt", weights_only=True)
+    laterals = {k.split(".")[3] for k in saved["model"] if k.startswith(f"extras.{AUX}.lateral.")}
+    assert len(laterals) == (1 if expected["aux_inputs"] == "last" else 3)  # ResNet-32: its 3 stage maps
+    assert ("class_targets" in saved["method"]) == (expected["soft_labels"] == "class")
+    assert not any(k.startswith(f"extras.{TEACHER}.") for k in saved["model"])  # the static teacher is dropped
+
+    compactness = metrics["stages"][0]["metrics"]["feature_compactness"]  # stage-1 claim
+    assert isinstance(compactness, float) and math.isfinite(compactness)
+    for key in ("acc", "balanced_acc", "ece", "nll", "wrong_confidence", "many_acc", "medium_acc", "few_acc"):
+        assert isinstance(metrics[key], (int, float)) and math.isfinite(metrics[key]), (key, metrics[key])
+    assert 0 <= metrics["acc"] <= 100 and 0 <= metrics["ece"] <= 100
 
 
 def test_stage_keys_are_shared_where_stage1_is(cli_runs):

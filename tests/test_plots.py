@@ -9,18 +9,16 @@ from ltbench.metrics import reliability_bins
 from ltbench.results.plots import make_plot
 
 COUNTS = [144, 103, 74, 53, 38, 27, 19, 14, 10, 7]
-FALLBACK_DASL_DEFAULTS = {"aux_inputs": "multi", "feature_distill": True, "beta": 0.5}
 
 
 def dasl_defaults() -> dict:
-    """dasl's declared defaults where the method imports; else options whose most common values are these."""
-    from ltbench.registry import METHODS, load_methods
+    """DaSL's declared defaults. No fallback: if methods/dasl.py fails to import (or is not registered as
+    "dasl"), the import error fails the test that uses them."""
+    from ltbench.methods.dasl import DaSL  # raises on a broken methods/dasl.py
+    from ltbench.registry import load_methods
 
-    try:
-        load_methods()
-    except Exception:  # noqa: BLE001  (methods/dasl.py may be mid-edit)
-        pass
-    return dict(METHODS.get("dasl").obj.defaults) if "dasl" in METHODS else dict(FALLBACK_DASL_DEFAULTS)
+    assert load_methods().get("dasl").obj is DaSL
+    return dict(DaSL.defaults)
 
 
 def logits_for(seed: int, classes: int = 10, n: int = 300):

@@ -1,4 +1,4 @@
-"""Dataset sources: layouts, parsing, error messages, decode cache, and the PROTOCOL.md check numbers."""
+"""Dataset sources: layouts, parsing, error messages, decode cache, and the docs/protocol.md check numbers."""
 from __future__ import annotations
 
 import gzip

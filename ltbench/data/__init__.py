@@ -1,12 +1,14 @@
 """Data: sources (registered datasets), long-tailed subsets, samplers and the two loader paths."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..registry import DATASETS
 from .base import ArraySplit, Augment, DatasetSource, FileSplit, Sources  # noqa: F401
 from .longtail import balanced_val_split, group_sizes, lt_subset, shot_groups
@@ -43,36 +45,47 @@ class DataBundle:
     def num_classes(self) -> int:
         return self.source.num_classes
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Content fingerprint of the train and validation data (part of every stage key)."""
+        return f"{self.train.fingerprint()}-{self.val.fingerprint() if self.val is not None else 'no-val'}"
+
     def loader(self, split: str, device: torch.device, workers: int = 4):
         data = {"train": self.train, "val": self.val, "test": self.test}[split]
         src = self.source
         if isinstance(data, ArraySplit):
             return TensorLoader(data, src.num_classes, src.mean, src.std, src.augment, device)
-        return FileLoader(data, src.num_classes, src.mean, src.std, src.image_size, device, workers)
+        return FileLoader(data, src.num_classes, src.mean, src.std, src.image_size, device, workers, src.augment)
 
 
 def build_data(dataset: str, data_root: str | Path | None, imbalance: float | None, profile: str = "exp",
                subset_seed: int = 0, val_per_class: int | None = None, download: bool = False) -> DataBundle:
-    """Load a source and apply the LDAM-DRW long-tail rule (PROTOCOL.md) with its validation split."""
+    """Load a source and apply the LDAM-DRW long-tail rule (docs/protocol.md) with its validation split."""
     source = get_source(dataset)
     root = Path(data_root).expanduser() if data_root else default_data_root()
     sources = source.load(root, download=download)
     info = dict(sources.info)
     if source.long_tailed_pool:
-        train, test = sources.train, sources.test
-        val = sources.val if sources.val is not None else sources.test
+        train, test, val = sources.train, sources.test, sources.val  # val None: no split apart from test
         train_idx = val_idx = None
         info["imbalance"] = None
     else:
         imbalance = source.default_imbalance if imbalance is None else imbalance
         pool = sources.train
-        train_idx = lt_subset(pool.labels, source.num_classes, imbalance, profile, subset_seed)
         per_class = source.val_per_class if val_per_class is None else val_per_class
-        val_idx, overlap = balanced_val_split(pool.labels, train_idx, source.num_classes, per_class, subset_seed)
-        train, val, test = pool.subset(train_idx), pool.subset(val_idx), sources.test
+        fewest = int(np.bincount(pool.labels, minlength=source.num_classes).min())
+        if not 0 <= per_class < fewest:
+            raise ConfigError(f"--val-per-class {per_class}: must lie in 0..{fewest - 1} for {dataset}")
+        # the validation split first, so that it never holds a training image; img_max stays the
+        # balanced set's count, so only classes that would keep every image (the head) lose per_class
+        val_idx = balanced_val_split(pool.labels, source.num_classes, per_class, subset_seed)
+        train_idx = lt_subset(pool.labels, source.num_classes, imbalance, profile, subset_seed, img_max=fewest,
+                              exclude=val_idx)
+        train, test = pool.subset(train_idx), sources.test
+        val = pool.subset(val_idx) if per_class else None
         info.update(imbalance=imbalance, profile=profile, subset_seed=subset_seed, val_per_class=per_class,
-                    val_from_train_classes=overlap)
+                    val="held out of the balanced train pool before the long-tailed subset")
     counts = np.bincount(train.labels, minlength=source.num_classes)
-    info.update(train_size=int(len(train)), val_size=int(len(val)), test_size=int(len(test)),
+    info.update(train_size=int(len(train)), val_size=int(len(val)) if val is not None else 0, test_size=int(len(test)),
                 group_sizes=group_sizes(counts), class_names=list(sources.class_names))
     return DataBundle(source, train, val, test, counts, train_idx, val_idx, info)

@@ -105,15 +105,18 @@ class _IndexSampler(torch.utils.data.Sampler):
 
 class FileLoader:
     def __init__(self, split: FileSplit, num_classes: int, mean, std, image_size: int, device: torch.device,
-                 workers: int = 4, train: bool = True):
+                 workers: int = 4, augment: Augment = Augment()):
         from torchvision.transforms import v2
 
         self.device = device
         self.labels = torch.from_numpy(split.labels.astype(np.int64))
         self.stream = IndexStream(self.labels, num_classes)
         resize = int(round(image_size / 0.875))
+        # classifier-balancing data/dataloader.py:38-48: RandomResizedCrop + flip (+ ColorJitter but on iNat)
+        jitter = augment.color_jitter
         self.train_transform = v2.Compose([
             v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
+            *([v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0)] if jitter else []),
             v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
         self.eval_transform = v2.Compose([
             v2.Resize(resize, antialias=True), v2.CenterCrop(image_size),

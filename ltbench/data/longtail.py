@@ -1,4 +1,4 @@
-"""Long-tailed subsets (the LDAM-DRW rule), validation splits and shot groups (PROTOCOL.md)."""
+"""Long-tailed subsets (the LDAM-DRW rule), validation splits and shot groups (docs/protocol.md)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,16 +28,20 @@ def lt_counts(img_max: int, num_classes: int, imbalance: float, profile: str = "
 
 
 def lt_subset(labels: np.ndarray, num_classes: int, imbalance: float, profile: str = "exp",
-              seed: int = 0, img_max: int | None = None) -> np.ndarray:
+              seed: int = 0, img_max: int | None = None, exclude: np.ndarray | None = None) -> np.ndarray:
     """Indices of the long-tailed train subset: a seeded random choice of n_i images per class.
 
-    ``img_max`` defaults to the smallest class count, so unequal balanced sets (MNIST) work too.
+    ``img_max`` defaults to the smallest class count of ``labels``, so unequal balanced sets (MNIST) work
+    too. ``exclude`` (the validation split, reserved first) is never chosen; a class with fewer images left
+    than n_i keeps all it has left (under the LDAM rule: the head class, short by its validation images).
     """
     labels = np.asarray(labels)
     per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
     if img_max is None:
         img_max = min(len(p) for p in per_class)
     counts = lt_counts(img_max, num_classes, imbalance, profile)
+    if exclude is not None and len(exclude):
+        per_class = [np.setdiff1d(p, exclude, assume_unique=True) for p in per_class]
     rng = np.random.RandomState(seed)
     kept = []
     for c, idx in enumerate(per_class):
@@ -45,25 +49,13 @@ def lt_subset(labels: np.ndarray, num_classes: int, imbalance: float, profile: s
     return np.sort(np.concatenate(kept)).astype(np.int64)
 
 
-def balanced_val_split(labels: np.ndarray, kept: np.ndarray, num_classes: int, per_class: int,
-                       seed: int = 0) -> tuple[np.ndarray, list[int]]:
-    """A class-balanced validation split from the train images the LT subset did NOT keep.
-
-    Under the LDAM rule the head class keeps every image, so nothing is left for it; such classes
-    take their validation images from their kept ones, and are returned so that the run records them.
-    """
+def balanced_val_split(labels: np.ndarray, num_classes: int, per_class: int, seed: int = 0) -> np.ndarray:
+    """A class-balanced validation split, drawn from the balanced pool BEFORE the long-tailed subset is
+    taken (``lt_subset(..., exclude=val)``), so no validation image is ever a training image."""
     labels = np.asarray(labels)
     rng = np.random.RandomState(seed + 1)
-    unkept = np.ones(len(labels), dtype=bool)
-    unkept[kept] = False
-    val, overlap = [], []
-    for c in range(num_classes):
-        pool = np.flatnonzero(unkept & (labels == c))
-        if len(pool) < per_class:
-            overlap.append(c)
-            pool = np.flatnonzero(labels == c)
-        val.append(rng.choice(pool, min(per_class, len(pool)), replace=False))
-    return np.sort(np.concatenate(val)).astype(np.int64), overlap
+    val = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(num_classes)]
+    return np.sort(np.concatenate(val)).astype(np.int64)
 
 
 def shot_groups(class_counts) -> np.ndarray:

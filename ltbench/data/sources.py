@@ -465,6 +465,7 @@ class _SplitLists(DatasetSource):
     long_tailed_pool = True
     image_size = 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
+    augment = Augment(color_jitter=0.4)  # classifier-balancing data/dataloader.py:46
     default_recipe = "imagenet"
     default_backbone = "resnext50_32x4d"
     val_per_class = 0  # unused: the lists ship their own validation split
@@ -532,9 +533,10 @@ class _SplitLists(DatasetSource):
             names[label] = Path(train.paths[index]).parent.name
         info = {"layout": "split lists", "path": str(image_root), "cache": None,
                 "lists": {split: str(path) for split, path in lists.items()}}
-        if "test" not in splits:
-            info["test"] = "the val list (no public test labels; papers report val)"
-        return Sources(train, splits.get("test", splits["val"]), val=splits["val"], class_names=names, info=info)
+        if "test" not in splits:  # the val list is the test set: nothing is left to choose on (no val split)
+            info["test"] = info["val"] = "the val list (no public test labels; papers report val)"
+            return Sources(train, splits["val"], val=None, class_names=names, info=info)
+        return Sources(train, splits["test"], val=splits["val"], class_names=names, info=info)
 
 
 @register_dataset("imagenet-lt", summary="ImageNet-LT (Liu et al. 2019): 1,000 classes, 1,280 to 5 images")
@@ -551,9 +553,9 @@ class PlacesLT(_SplitLists):
     num_classes = 365
     data_dir, list_prefix = "Places_LT", "Places_LT"
     default_imbalance = 996.0  # informational: 4980/5
-    # papers use an ImageNet-pretrained ResNet-152 here; the harness keeps ResNeXt-50 for all three
-    # file data sets so that their runs share one recipe (choose another with --backbone)
-    default_backbone = "resnext50_32x4d"
+    # classifier-balancing config/Places_LT/cls_crt.yaml:18: ResNet-152 (ImageNet-pretrained: --pretrained)
+    default_backbone = "resnet152"
+    default_recipe = "places"
     images_hint = ("images: Places365-Standard (places2.csail.mit.edu) as train/<scene>/ and val/<scene>/; "
                    "lists: the OLTR release (github.com/zhmiao/OpenLongTailRecognition-OLTR)")
 
@@ -563,6 +565,12 @@ class INat18(_SplitLists):
     num_classes = 8142
     data_dir, list_prefix = "iNat18", "iNaturalist18"
     splits = ("train", "val")  # no public test labels: val serves as both val and test, as in papers
+    # classifier-balancing data/dataloader.py:25-27 (iNat's own statistics) and :38-42 (no ColorJitter);
+    # config/iNaturalist18/*.yaml: ResNet-50 and its own recipe
+    mean, std = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
+    augment = Augment()
+    default_backbone = "resnet50"
+    default_recipe = "inat"
     default_imbalance = 500.0  # informational: 1000/2
     images_hint = ("images: the iNaturalist 2018 competition (github.com/visipedia/inat_comp) as train_val2018/"
                    "...; lists: iNaturalist18_{train,val}.txt as shipped with decoupling (Kang et al. 2020)")

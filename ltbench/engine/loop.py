@@ -60,8 +60,8 @@ def train_one_epoch(model: LTModel, method: Method, loader, optimizer: torch.opt
     device = state.data.device
     backbone_trains = stage.trainable == "all"
     model.train()
-    if not backbone_trains:  # frozen features: BN statistics stay exactly as they were
-        model.backbone.eval()
+    if not backbone_trains and stage.bn == "frozen":  # frozen features, BN statistics exactly as they were
+        model.backbone.eval()  # (bn="train": the statistics follow the stage's sampler, as classifier-balancing)
     feature_maps = method.feature_maps(stage)
     forward = control.ddp_model or model
     world = control.world
@@ -82,7 +82,7 @@ def train_one_epoch(model: LTModel, method: Method, loader, optimizer: torch.opt
         state.step = step
         lr = optim.lr_at(state.epoch + (step + 1) / state.steps_per_epoch)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with autocast(device, precision):
             if backbone_trains:
                 out = forward(batch["x"], feature_maps)

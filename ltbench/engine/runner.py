@@ -43,6 +43,7 @@ from .precision import resolve_device, resolve_precision
 from .progress import Reporter
 
 LOCK_POLL_S = 0.5
+SHARED_HOOKS = Method()  # the hooks of the shared CE stage: the core's, whatever the method
 
 # RunConfig fields that define what a run computes: a resumed run takes them from its config.json, and
 # any of them given again on the command line must agree (the others may differ: device, data root, ...)
@@ -74,21 +75,32 @@ class Plan:
 
 
 def data_spec(dataset: str, data: DataBundle) -> dict:
-    """What identifies the training data of a stage: the LT subset rule and its seed."""
+    """What identifies the training data of a stage: the LT subset rule, its seed, and a fingerprint of the
+    actual images and labels (train and validation), so another copy of the data is another key."""
     info = data.info
     return {"dataset": dataset, "imbalance": info.get("imbalance"), "profile": info.get("profile"),
             "subset_seed": info.get("subset_seed"), "val_per_class": info.get("val_per_class"),
-            "train_size": info["train_size"]}
+            "train_size": info["train_size"], "fingerprint": data.fingerprint}
+
+
+def stage_code(method: Method, stages: list[Stage]) -> list[str]:
+    """Per stage, the hash of the code that trains it: the core's, plus the method's own source unless the
+    stage is the shared CE stage (trained by the core's hooks alone)."""
+    from ..fingerprint import core_code, method_code
+
+    own = method_code(method)
+    return [core_code() if stage.shared else f"{core_code()}+{own}" for stage in stages]
 
 
 def stage_keys(data_spec: dict, backbone: str, pretrained: bool, seed: int, precision: str,
-               stages: list[Stage]) -> list[str]:
-    """key_i = hash(data subset, backbone, seed, precision, key_{i-1}, spec_i): a changed setting anywhere
-    upstream is a new key, and two methods whose first stages agree share their artifacts."""
+               stages: list[Stage], code: list[str] | None = None) -> list[str]:
+    """key_i = hash(data, backbone, seed, precision, code_i, key_{i-1}, spec_i): a changed setting, image or
+    line of code anywhere upstream is a new key, and methods whose first stages agree share their artifacts."""
     keys, previous = [], None
-    for stage in stages:
+    for stage, code_i in zip(stages, code or [None] * len(stages)):
         previous = stable_hash({"data": data_spec, "backbone": backbone, "pretrained": pretrained, "seed": seed,
-                                "precision": precision, "previous": previous, "stage": stage.spec()})
+                                "precision": precision, "code": code_i, "previous": previous,
+                                "stage": stage.spec()})
         keys.append(previous)
     return keys
 
@@ -119,15 +131,30 @@ def plan_run(config: RunConfig, download: bool = False) -> Plan:
     notices: list[str] = []  # plan-level facts, kept in config.json (plugin problems are warnings, printed apart)
     stage1 = scaled_optim(recipe.stage1, config.batch_size, config.lr, config.epochs, notices, "stage 1")
     stage2 = scaled_optim(recipe.stage2, config.batch_size, config.stage2_lr, config.stage2_epochs, notices, "stage 2")
-    recipe = replace(recipe, stage1=stage1, stage2=stage2)
+    recipe = replace(recipe, stage1=stage1, stage2=stage2,  # an explicit stage-2 length applies to LWS too
+                     lws_epochs=recipe.lws_epochs if config.stage2_epochs is None else None)
     stages = method.stages(recipe)
+    _check_stages(method, stages, data, config.dataset)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     backbone = config.backbone or source.default_backbone
     keys = stage_keys(data_spec(config.dataset, data), backbone, config.pretrained, config.seed,
-                      precision, stages)
+                      precision, stages, stage_code(method, stages))
     run_key = stable_hash({"method": config.method, "options": method.options, "final_stage": keys[-1]})
     return Plan(config, method, data, recipe.name, backbone, stages, keys, run_key, device, precision, notices)
+
+
+def _check_stages(method: Method, stages: list[Stage], data: DataBundle, dataset: str) -> None:
+    """Refuse, before anything trains, what would make a number untrustworthy."""
+    if type(method).post_stage is not Method.post_stage and not any(stage.post for stage in stages):
+        raise ConfigError(f"method '{method.name}' defines post_stage, but none of its stages declares a post-hoc "
+                          f"step, so it would never run: add post=\"<name>\" to the Stage it follows, e.g. "
+                          f"Stage(\"adjust\", trainable=\"none\", post=\"adjust\")")
+    if data.val is None and method.tunes_on_validation():
+        raise ConfigError(f"method '{method.name}' picks a value on validation data, but dataset "
+                          f"'{dataset}' has no validation split apart from its test set "
+                          f"({data.info.get('val', 'none')}): choosing on the test set is not allowed; fix the value "
+                          f"with a method option instead (see `ltbench methods {method.name}`)")
 
 
 def _git_commit() -> str | None:
@@ -171,7 +198,8 @@ class StageRunner:
         self.stop = stop or GracefulStop()  # never entered: never requested
         config, data = plan.config, plan.data
         self.device = plan.device
-        self.loaders = {split: data.loader(split, self.device, config.workers) for split in ("train", "val", "test")}
+        self.loaders = {split: data.loader(split, self.device, config.workers) for split in ("train", "val", "test")
+                        if getattr(data, split) is not None}
         counts = torch.as_tensor(data.class_counts, device=self.device)
         from ..data.longtail import shot_groups
 
@@ -217,6 +245,9 @@ class StageRunner:
 
     # helpers --------------------------------------------------------------------------------------
     def evaluate_split(self, split: str, features_only: bool = False):
+        if split not in self.loaders:
+            raise ConfigError(f"method '{self.plan.method.name}' asked for the {split} split, which "
+                              f"{self.plan.config.dataset} does not have apart from its test set")
         loader, config = self.loaders[split], self.plan.config
         try:
             logits, labels, features = evaluate(self.model, loader, config.eval_batch_size, self.plan.precision,
@@ -234,15 +265,18 @@ class StageRunner:
                           evaluate=self.evaluate_split, log=self.reporter.log)
 
     def _optimizer(self, stage: Stage) -> torch.optim.Optimizer | None:
-        params = [p for p in self.plan.method.trainable_parameters(self.model, stage)]
+        groups = list(self.hooks(stage).trainable_parameters(self.model, stage))
+        if not any(isinstance(group, dict) for group in groups):
+            groups = [{"params": groups}] if groups else []
         for p in self.model.parameters():
             p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        if not params or stage.epochs == 0:
+        for group in groups:
+            for p in group["params"]:
+                p.requires_grad_(True)
+        if not groups or stage.epochs == 0:
             return None
         o = stage.optim
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
 
     def _stage_metrics(self) -> dict:
         self.last_test = self.evaluate_split("test")  # the final report reuses it when this was the last stage
@@ -272,7 +306,7 @@ class StageRunner:
             if self._stop_agreed():
                 raise self._interrupted(f"before stage {index + 1} ({stage.name})")
             state = self._state(index, stage)
-            plan.method.on_stage_start(state)  # before anything is loaded: methods add extras here (LWS)
+            self.hooks(stage).on_stage_start(state)  # before anything is loaded: methods add extras here (LWS)
             if index < resume_index:  # finished before the checkpoint, which holds its weights and state
                 self.stage_records.append(finished_records[index])
                 continue
@@ -280,24 +314,33 @@ class StageRunner:
             if resume is None and self.dist.is_main:
                 self._stage_log_start = file_size(self.log_path)
             if not stage.cached:
-                self.stage_records.append(self.train_stage(index, stage, key, state))
-                continue
-            if self._claim(index, stage, key) == "reuse":
-                self.stage_records.append(self._reuse(index, stage, key, resuming=resume is not None))
-                continue
-            try:
-                record = self.train_stage(index, stage, key, state, resume)
-                if self.dist.is_main:
-                    save_artifact(self.store.stage_dir(key), self.model, plan.method,
-                                  {"key": key, "stage": stage.spec(), "trained_by": self.run_name,
-                                   "metrics": record["metrics"], "post": record["post"], "seconds": record["seconds"],
-                                   "world_size": self.dist.world,
-                                   "created": dt.datetime.now().isoformat(timespec="seconds")})
-            finally:
-                if self._lock is not None:
-                    self._lock.release()
-                    self._lock = None
+                record = self.train_stage(index, stage, key, state)
+            elif self._claim(index, stage, key) == "reuse":
+                record = self._reuse(index, stage, key, resuming=resume is not None)
+            else:
+                try:
+                    record = self.train_stage(index, stage, key, state, resume)
+                    record["metrics"] = self._stage_metrics()
+                    if self.dist.is_main:  # exactly what training produced: post-hoc steps come after
+                        save_artifact(self.store.stage_dir(key), self.model, self.hooks(stage),
+                                      {"key": key, "stage": stage.spec(), "trained_by": self.run_name,
+                                       "metrics": record["metrics"], "seconds": record["seconds"],
+                                       "world_size": self.dist.world,
+                                       "created": dt.datetime.now().isoformat(timespec="seconds")})
+                finally:
+                    if self._lock is not None:
+                        self._lock.release()
+                        self._lock = None
+            if stage.post:  # the stage's own post-hoc step, never part of an artifact
+                record["post"] = plan.method.post_stage(state) or {}
+            if stage.post or not stage.cached:
+                record["metrics"] = self._stage_metrics()
             self.stage_records.append(record)
+
+    def hooks(self, stage: Stage) -> Method:
+        """Whose hooks train ``stage``: the shared CE stage is the core's alone (base ``Method``), so no
+        method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's."""
+        return SHARED_HOOKS if stage.shared else self.plan.method
 
     def _claim(self, index: int, stage: Stage, key: str) -> str:
         """'reuse' when a complete artifact exists (waiting while another run trains it), else 'train'
@@ -312,15 +355,15 @@ class StageRunner:
 
     def _try_claim(self, index: int, stage: Stage, key: str) -> str:
         label = f"stage {index + 1} ({stage.name})"
-        if self.store.has_stage(key) and self._readable_artifact(key, label):
+        if self._reusable(key) and self._readable_artifact(key, label):
             return "reuse"
         lock = StageLock(self.store.stage_lock(key), owner=self.run_name)
         if lock.try_acquire():
             if self.store.has_stage(key):
-                if self._readable_artifact(key, label):  # finished between our two looks
+                if self._reusable(key) and self._readable_artifact(key, label):  # finished between our looks
                     lock.release()
                     return "reuse"
-                (self.store.stage_dir(key) / "meta.json").unlink(missing_ok=True)  # corrupt: retrain it
+                (self.store.stage_dir(key) / "meta.json").unlink(missing_ok=True)  # corrupt or --retrain
             self._lock = lock
             return "train"
         held = lock.read()
@@ -336,6 +379,13 @@ class StageRunner:
             self.reporter.log(f"{label}: waiting for {describe_holder(info)}, which is training it ({lock.path})")
         return "wait"
 
+    def _reusable(self, key: str) -> bool:
+        """A complete artifact, not older than --retrain's start (the artifacts this run trains are newer)."""
+        if not self.store.has_stage(key):
+            return False
+        before = self.plan.config.retrain_before
+        return before is None or (self.store.stage_dir(key) / "meta.json").stat().st_mtime >= before
+
     def _readable_artifact(self, key: str, label: str) -> bool:
         path = self.store.stage_dir(key) / "model.pt"
         try:
@@ -350,7 +400,7 @@ class StageRunner:
     def _reuse(self, index: int, stage: Stage, key: str, resuming: bool) -> dict:
         folder = self.store.stage_dir(key)
         state, self._artifact_state = self._artifact_state, None
-        meta = load_artifact(folder, self.model, self.plan.method, self.device, state if self.dist.is_main else None)
+        meta = load_artifact(folder, self.model, self.hooks(stage), self.device, state if self.dist.is_main else None)
         own = meta.get("trained_by") == self.run_name  # this run finished it before it was interrupted
         if own:
             self.reporter.log(f"stage {index + 1} ({stage.name}): finished before the interruption ({key})")
@@ -360,7 +410,7 @@ class StageRunner:
             if resuming and self.dist.is_main:  # another run finished the stage this one was training
                 truncate(self.log_path, self._stage_log_start)
         record = {"name": stage.name, "key": key, "reused": not own, "trained_by": meta.get("trained_by"),
-                  "metrics": meta.get("metrics"), "post": meta.get("post")}
+                  "metrics": meta.get("metrics"), "post": {}}
         if own:
             record["seconds"] = meta.get("seconds")
         record["spec"] = stage.spec()
@@ -391,6 +441,10 @@ class StageRunner:
 
     def train_stage(self, index: int, stage: Stage, key: str, state: StageState, resume: dict | None = None) -> dict:
         plan = self.plan
+        if stage.shared and len(self.model.extras):  # they would land in the artifact every CE run reuses
+            raise ConfigError(f"method '{plan.method.name}' adds {', '.join(self.model.extras)} to the model before "
+                              f"the shared CE stage '{stage.name}': add them in on_stage_start of the stage that "
+                              f"uses them (as LWS does)")
         seed = int(key[:8], 16)  # a stage starts the same whether earlier stages were trained, reused or resumed
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
@@ -411,15 +465,13 @@ class StageRunner:
                                started)
         elif resume is None:
             self.reporter.log(f"stage {index + 1}/{len(plan.stages)} ({stage.name}): no training")
-        post = plan.method.post_stage(state) or {}
-        metrics = self._stage_metrics()
         seconds = time.perf_counter() - started
         return {"name": stage.name, "key": key, "reused": False, "trained_by": self.run_name,
-                "metrics": metrics, "post": post, "seconds": seconds, "spec": stage.spec()}
+                "metrics": None, "post": {}, "seconds": seconds, "spec": stage.spec()}
 
     def _train_epochs(self, index, stage, key, state, optimizer, scaler, generator, start_epoch, partial, resume,
                       started) -> None:
-        plan, dist = self.plan, self.dist
+        plan, dist, hooks = self.plan, self.dist, self.hooks(stage)
         train_loader = self.loaders["train"]
         steps = train_loader.num_batches(stage.optim.batch_size // dist.world, dist.world)
         control = self._control(stage, optimizer)
@@ -429,22 +481,22 @@ class StageRunner:
                 control.on_step = bar.step
                 for epoch in range(start_epoch, stage.epochs):
                     state.epoch, state.step, state.steps_per_epoch = epoch, 0, steps
-                    plan.method.on_epoch_start(state)
+                    hooks.on_epoch_start(state)
                     mid_epoch = partial if epoch == start_epoch else None
                     if mid_epoch is not None:  # the hook ran again for this epoch; now state and RNGs as saved
-                        plan.method.load_state_dict(self._method_state(resume))
+                        hooks.load_state_dict(self._method_state(resume))
                         restore_rng(resume["rng"])
                         generator.set_state(resume["epoch_generator"])
                     epoch_generator = generator.get_state()
                     try:
-                        stats = train_one_epoch(self.model, plan.method, train_loader, optimizer, state, generator,
+                        stats = train_one_epoch(self.model, hooks, train_loader, optimizer, state, generator,
                                                 plan.precision, scaler, control, mid_epoch)
                     except EpochInterrupted as stop:
                         self._checkpoint(index, key, epoch, optimizer, scaler, generator, started, stop.progress,
                                          epoch_generator)
                         raise self._interrupted(f"in stage {index + 1} ({stage.name}), epoch {epoch + 1}, after "
                                                 f"step {stop.progress.step}") from None
-                    plan.method.on_epoch_end(state)
+                    hooks.on_epoch_end(state)
                     bar.epoch_done(epoch, stats)
                     dist.broadcast_tensors(list(self.model.buffers()))  # BN running statistics: rank 0's
                     if dist.is_main:
@@ -466,7 +518,7 @@ class StageRunner:
     def _checkpoint(self, index: int, key: str, epochs_done: int, optimizer, scaler, generator, stage_started: float,
                     progress: EpochProgress | None = None, epoch_generator: torch.Tensor | None = None) -> None:
         """Everything needed to continue exactly from here (rank 0 writes; the others send their method state)."""
-        method_state = self.plan.method.state_dict()
+        method_state = self.hooks(self.plan.stages[index]).state_dict()
         by_rank = None
         if self.dist.enabled:  # per-rank accumulators (e.g. DaSL's class sums) differ within an epoch
             by_rank = [None] * self.dist.world
@@ -511,7 +563,7 @@ class StageRunner:
             scaler.load_state_dict(checkpoint["scaler"])
         step = int(checkpoint.get("step", 0))
         if step == 0:
-            self.plan.method.load_state_dict(self._method_state(checkpoint))
+            self.hooks(self.plan.stages[checkpoint["stage_index"]]).load_state_dict(self._method_state(checkpoint))
             restore_rng(checkpoint["rng"], generator)
             return int(checkpoint["epoch"]), None
         partial = checkpoint["partial"]

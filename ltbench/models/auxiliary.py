@@ -1,6 +1,6 @@
 """DaSL's auxiliary network: multi-scale fusion of backbone stage maps -> its own classifier.
 
-RECONSTRUCTED (PROTOCOL.md, "DaSL"): the paper's full text is unavailable; its abstract only says that
+RECONSTRUCTED (docs/protocol.md, "DaSL"): the paper's full text is unavailable; its abstract only says that
 a dedicated auxiliary network improves "general features through multi-scale feature fusion". The
 architecture below is the most likely reading, kept small so that it costs little next to the backbone.
 

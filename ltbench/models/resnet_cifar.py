@@ -11,16 +11,33 @@ from torch.nn import functional as F
 from timm.models import register_model
 
 
+class PadShortcut(nn.Module):
+    """He et al.'s option A shortcut: subsample by 2 and zero-pad the new channels (no parameters), as
+    kaidic/LDAM-DRW models/resnet_cifar.py (LambdaLayer with F.pad, planes // 4 on each side)."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int):
+        super().__init__()
+        self.stride, self.extra = stride, out_chs - in_chs
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1):
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, shortcut: str = "A"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_chs)
         self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_chs)
         self.shortcut = nn.Sequential()
-        if stride != 1 or in_chs != out_chs:  # option B projection shortcut (as BagofTricks-LT)
-            self.shortcut = nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs))
+        if stride != 1 or in_chs != out_chs:
+            if shortcut == "A":  # the CIFAR-LT references' ResNet-32: 464,154 parameters on CIFAR-10
+                self.shortcut = PadShortcut(in_chs, out_chs, stride)
+            else:  # "B": 1x1 projection (He et al. option B; 466,906 parameters)
+                self.shortcut = nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False),
+                                              nn.BatchNorm2d(out_chs))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -30,7 +47,7 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     def __init__(self, depth: int = 32, num_classes: int = 10, in_chans: int = 3, widths=(16, 32, 64),
-                 drop_rate: float = 0.0, **_):
+                 drop_rate: float = 0.0, shortcut: str = "A", **_):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -42,7 +59,8 @@ class CifarResNet(nn.Module):
         stages, in_chs, self.feature_info = [], widths[0], []
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            layers = [BasicBlock(in_chs, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
+            layers = [BasicBlock(in_chs, width, stride, shortcut)] + [BasicBlock(width, width)
+                                                                      for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             in_chs = width
             self.feature_info.append(dict(num_chs=width, reduction=2**i, module=f"layer{i + 1}"))

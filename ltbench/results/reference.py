@@ -1,4 +1,4 @@
-"""Published numbers that `ltbench table --with-reference` prints next to our runs (PROTOCOL.md).
+"""Published numbers that `ltbench table --with-reference` prints next to our runs (docs/protocol.md).
 
 Each entry says which setting it was measured in (dataset, imbalance factor, backbone, recipe); a table
 shows an entry only where its runs share that setting, so a number is never set beside runs it cannot be

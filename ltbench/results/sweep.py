@@ -66,7 +66,7 @@ except ImportError:  # Python 3.10
 
 AXIS_ALIASES = {"methods": "method", "datasets": "dataset", "seeds": "seed"}
 SUITE_KEYS = ("name", "description", "options", "variants")
-NOT_IN_SUITES = ("method", "dataset", "seed", "method_options", "out", "run_name", "resume")  # set by the sweep
+NOT_IN_SUITES = ("method", "dataset", "seed", "method_options", "out", "run_name", "resume", "retrain_before")  # set by the sweep
 VARIANT_KEYS = ("name", "method", "options")
 EXECUTORS = ("local", "slurm")
 HIDDEN_EXECUTORS = {"submitit-local": "local", "submitit-debug": "debug"}  # submitit's stand-ins, for tests
@@ -254,8 +254,10 @@ def _check_executor(executor: str) -> None:
         raise ConfigError(f"unknown executor '{executor}' (choose {', '.join(EXECUTORS)})")
 
 
-def plan_sweep(suite: Suite, results: str | Path, executor: str = "local") -> list[SweepRun]:
-    """Plan every run (no training), mark finished and duplicate ones; the most work to do first."""
+def plan_sweep(suite: Suite, results: str | Path, executor: str = "local",
+               retrain_before: float | None = None) -> list[SweepRun]:
+    """Plan every run (no training), mark finished and duplicate ones; the most work to do first.
+    ``retrain_before`` (--retrain): run everything again, reusing no stage artifact older than that time."""
     from ..engine.runner import plan_run
 
     _check_executor(executor)
@@ -266,7 +268,10 @@ def plan_sweep(suite: Suite, results: str | Path, executor: str = "local") -> li
                               f"resolves on the machine that plans the sweep, not on the GPU nodes, so finished "
                               f"runs would not be recognised ({auto[0]}, ...)")
     (finished, unfinished), seen, runs = scan_runs(results), {}, []
+    if retrain_before is not None:
+        finished, unfinished = {}, {}
     for label, config in suite.runs:
+        config = dataclasses.replace(config, retrain_before=retrain_before)
         plan = plan_run(config)
         stages = [(stage.name, key, stage.cached)
                   for stage, key in zip(plan.stages, plan.keys)]
@@ -299,7 +304,7 @@ def describe(runs: list[SweepRun], results: str | Path) -> list[str]:
         for name, key, cacheable in run.stages:
             if not cacheable:
                 what = "post-hoc (not cached)"
-            elif store.has_stage(key):
+            elif store.has_stage(key) and run.config.retrain_before is None:
                 what = f"reuse {key} (cached)"
             elif key in produced:
                 what = f"reuse {key} (trained by {produced[key]})"

@@ -1,0 +1,139 @@
+"""The stage cache never serves a stage that differs from what a fresh run would train (docs/protocol.md,
+"Stage keys"): post-hoc steps never reach a shared artifact, a method's code and the data are in the key."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_cli import FAST, invoke
+
+POSTHOC_PLUGIN = '''
+import torch
+from ltbench import Method, Stage, register_method
+
+
+@register_method("posthoc-adjust", summary="post-hoc logit adjustment folded into the classifier bias")
+class PosthocAdjust(Method):
+    def stages(self, recipe):
+        return [recipe.representation(), Stage("adjust", trainable="none", post="adjust")]
+
+    @torch.no_grad()
+    def post_stage(self, state):
+        state.model.classifier.bias.sub_(torch.log(state.data.class_counts.float()))
+        return {"adjusted": True}
+'''
+
+EDITABLE_PLUGIN = '''
+from torch.nn import functional as F
+from ltbench import Method, register_method
+
+
+@register_method("scaled-ce", summary="cross-entropy times a constant")
+class ScaledCE(Method):
+    def stages(self, recipe):
+        return [recipe.representation(loss="scaled-ce")]
+
+    def loss(self, out, batch, state):
+        return SCALE * F.cross_entropy(out.logits.float(), batch["y"])
+
+
+SCALE = 1.0
+'''
+
+
+def run(out: Path, method: str, name: str, *extra) -> dict:
+    result = invoke("run", "--method", method, *FAST, "--out", out, "--run-name", name, *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "runs" / name / "metrics.json").read_text())
+
+
+def logits_of(out: Path, name: str) -> np.ndarray:
+    return np.load(out / "runs" / name / "test_logits.npz")["logits"]
+
+
+@pytest.fixture(scope="module")
+def ce_alone(tmp_path_factory) -> np.ndarray:
+    out = tmp_path_factory.mktemp("ce-alone")
+    run(out, "ce", "ce")
+    return logits_of(out, "ce")
+
+
+@pytest.fixture(scope="module")
+def plugins(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("plugins")
+    (folder / "posthoc_adjust.py").write_text(POSTHOC_PLUGIN)
+    return folder
+
+
+@pytest.mark.parametrize("first", ["tau-norm", "ncm", "posthoc-adjust"])
+def test_a_post_hoc_method_first_leaves_ce_bit_identical(tmp_path, ce_alone, plugins, first):
+    metrics = run(tmp_path, first, "first", "--plugins", plugins)
+    assert metrics["stages"][-1]["post"], "the post-hoc step ran on its own stage"
+    assert all(not stage["post"] for stage in metrics["stages"][:-1]), "and on no other"
+    ce = run(tmp_path, "ce", "ce")
+    assert ce["stages"][0]["reused"] and ce["stages"][0]["key"] == metrics["stages"][0]["key"]
+    np.testing.assert_array_equal(logits_of(tmp_path, "ce"), ce_alone)
+
+
+def test_post_stage_without_a_declaring_stage_is_refused(tmp_path):
+    plugin = POSTHOC_PLUGIN.replace('Stage("adjust", trainable="none", post="adjust")',
+                                    'Stage("adjust", trainable="none")')
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "undeclared.py").write_text(plugin.replace("posthoc-adjust", "undeclared-adjust"))
+    result = invoke("run", "--method", "undeclared-adjust", *FAST, "--out", tmp_path / "out", "--plugins", folder)
+    assert result.exit_code != 0 and "declares a post-hoc step" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def cli(*args, cwd: Path) -> dict:
+    """A fresh process per run, as a user edits a file between two commands."""
+    env = {**os.environ, "COLUMNS": "300"}
+    done = subprocess.run([sys.executable, "-m", "ltbench", "run", *map(str, args), *FAST], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    name = args[args.index("--run-name") + 1]
+    return json.loads((cwd / "out" / "runs" / name / "metrics.json").read_text())["stages"][0]
+
+
+def test_editing_a_method_file_retrains_its_stage_and_retrain_forces_it(tmp_path):
+    plugin = tmp_path / "plugins" / "scaled_ce.py"
+    plugin.parent.mkdir()
+    plugin.write_text(EDITABLE_PLUGIN)
+    common = ("--method", "scaled-ce", "--plugins", plugin.parent, "--out", "out")
+    first = cli(*common, "--run-name", "a", cwd=tmp_path)
+    again = cli(*common, "--run-name", "b", cwd=tmp_path)
+    assert not first["reused"] and again["reused"] and again["key"] == first["key"]
+    plugin.write_text(EDITABLE_PLUGIN.replace("SCALE = 1.0", "SCALE = 0.5"))
+    edited = cli(*common, "--run-name", "c", cwd=tmp_path)
+    assert not edited["reused"] and edited["key"] != first["key"]
+    forced = cli(*common, "--run-name", "d", "--retrain", cwd=tmp_path)
+    assert not forced["reused"] and forced["key"] == edited["key"]
+
+
+def write_cifar_folders(root: Path, seed: int, per_class: int = 12) -> None:
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("test", 3)):
+        for c in range(10):
+            folder = root / "cifar10" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_another_copy_of_the_data_with_the_same_counts_retrains(tmp_path):
+    for seed in (0, 1):
+        write_cifar_folders(tmp_path / f"root{seed}", seed)
+    args = ("--dataset", "cifar10-lt", "--imbalance", "2", "--val-per-class", "2")
+    first = run(tmp_path / "out", "ce", "root0", *args, "--data-root", tmp_path / "root0")["stages"][0]
+    same = run(tmp_path / "out", "ce", "root0-again", *args, "--data-root", tmp_path / "root0")["stages"][0]
+    other = run(tmp_path / "out", "ce", "root1", *args, "--data-root", tmp_path / "root1")["stages"][0]
+    assert same["reused"] and same["key"] == first["key"]
+    assert not other["reused"] and other["key"] != first["key"]
