@@ -76,7 +76,7 @@ CASES = [
     ("imbalance-below-1", ["--imbalance", "0.5"], ["imbalance factor must be >= 1"]),
     ("unknown-option-key", ["-o", "beta=0.3"], ["method 'crt' has no option beta"]),
     ("option-without-value", ["-o", "beta"], ["must look like KEY=VALUE"]),
-    ("bad-option-choice", ["--method", "label-smoothing", "-o", "stage2=maybe"], ["stage2='maybe'", "choose one of"]),
+    ("bad-option-choice", ["--method", "crt", "-o", "bn=maybe"], ["bn='maybe'", "choose one of"]),
     ("bad-option-type", ["--method", "label-smoothing", "-o", "epsilon=lots"], ["epsilon='lots'", "expected a float"]),
     ("bad-profile", ["--profile", "linear"], ["profile 'linear'", "exp or step"]),
     ("negative-epochs", ["--epochs", "-1"], ["epochs must be >= 0"]),

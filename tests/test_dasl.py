@@ -343,8 +343,9 @@ def test_stage2_leaves_backbone_and_aux_trunk_bit_identical(cli_runs):
     frozen = [k for k in stage1 if (k.startswith("backbone.") and not k.startswith("backbone.fc."))
               or (k.startswith(f"extras.{AUX}.") and ".classifier." not in k)]
     assert any("running_mean" in k for k in frozen) and any(k.startswith("extras.") for k in frozen)
-    for k in frozen:
-        assert torch.equal(stage1[k], final[k]), k
+    for k in frozen:  # stage2_bn="train": only the backbone's BN statistics follow the balanced batches
+        moving = k.startswith("backbone.") and k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        assert torch.equal(stage1[k], final[k]) != moving, k
     assert not torch.equal(stage1["backbone.fc.weight"], final["backbone.fc.weight"])  # re-trained
     head = f"extras.{AUX}.classifier.weight"
     assert not torch.equal(stage1[head], final[head])  # aux_stage2=retrain

@@ -22,4 +22,4 @@ def test_wheel_ships_methods_inside_the_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith(str(target))  # the installed copy, not the checkout
-    assert out[1].split() == ["ce", "crt", "dasl", "label-smoothing", "lws", "ncm", "tau-norm"]
+    assert out[1].split() == ["ce", "crt", "dasl", "label-smoothing", "las", "lws", "ncm", "tau-norm"]

@@ -29,6 +29,7 @@ NUMBERS = ("acc", "ece", "nll", "wrong_confidence", "mean_confidence", "balanced
 EPOCH_FIELDS = ("stage", "stage_index", "epoch", "loss", "train_acc", "lr", "images")
 
 FAULT_PLUGIN = '''
+import dataclasses
 import os
 import signal
 
@@ -38,6 +39,9 @@ from ltbench.registry import METHODS
 
 @register_method("crt-fault", summary="cRT with a fault at ACTION:STAGE:EPOCH:STEP from $LTBENCH_TEST_FAULT (tests)")
 class CRTFault(METHODS.get("crt").obj):
+    def stages(self, recipe):  # its hooks run in every stage: none of them is the shared CE stage
+        return [dataclasses.replace(stage, shared=False) for stage in super().stages(recipe)]
+
     def loss(self, out, batch, state):
         loss = super().loss(out, batch, state)
         action, *where = (os.environ.get("LTBENCH_TEST_FAULT") or "none:-1:-1:-1").split(":")

@@ -299,8 +299,8 @@ def test_places_lt_and_inat18_lists_next_to_images(tmp_path):
     for split in ("train", "val"):
         write_list(tmp_path / f"iNaturalist18_{split}.txt", lines[split])
     inat = source("inat18").load(tmp_path)
-    assert inat.test.list_file == inat.val.list_file == tmp_path / "iNaturalist18_val.txt"
-    assert "val" in inat.info["test"]
+    assert inat.test.list_file == tmp_path / "iNaturalist18_val.txt"
+    assert inat.val is None and "val" in inat.info["test"]  # its val list is its test set: nothing to tune on
 
 
 def test_split_list_errors_name_file_line_and_places(tmp_path):

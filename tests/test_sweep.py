@@ -123,6 +123,7 @@ def test_worker_processes_run_independent_runs_at_once(tmp_path):
 
 
 KILLER_PLUGIN = '''
+import dataclasses
 import os
 import signal
 
@@ -132,6 +133,9 @@ from ltbench.registry import METHODS
 
 @register_method("ce-killed", summary="CE whose process is killed (SIGKILL) at its first step")
 class KilledCE(METHODS.get("ce").obj):
+    def stages(self, recipe):  # its hooks run in every stage: none of them is the shared CE stage
+        return [dataclasses.replace(stage, shared=False) for stage in super().stages(recipe)]
+
     def loss(self, out, batch, state):
         os.kill(os.getpid(), signal.SIGKILL)
 '''
@@ -256,19 +260,19 @@ imbalance = [10, 20]
 seeds = [0, 1]
 recipe = "smoke"
 
-[options.label-smoothing]
-epsilon_head = 0.2
+[options.las]
+smooth_head = 0.2
 
 [[variants]]
-name = "ls-strong"
-method = "label-smoothing"
-options = { epsilon = 0.3 }
+name = "las-strong"
+method = "las"
+options = { smooth_tail = 0.1 }
 """), tmp_path / "results")
     assert suite.name == "expansion" and len(suite.runs) == 8
     labels = [label for label, _ in suite.runs]
-    assert "ce digits-lt IF10 seed 0" in labels and "ls-strong digits-lt IF20 seed 1" in labels
-    variant = dict(suite.runs)["ls-strong digits-lt IF20 seed 1"]
-    assert variant.method == "label-smoothing" and variant.method_options == {"epsilon_head": 0.2, "epsilon": 0.3}
+    assert "ce digits-lt IF10 seed 0" in labels and "las-strong digits-lt IF20 seed 1" in labels
+    variant = dict(suite.runs)["las-strong digits-lt IF20 seed 1"]
+    assert variant.method == "las" and variant.method_options == {"smooth_head": 0.2, "smooth_tail": 0.1}
     assert variant.imbalance == 20 and variant.seed == 1 and variant.recipe == "smoke"
     assert variant.out == str((tmp_path / "results").resolve())
 

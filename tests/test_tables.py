@@ -106,10 +106,8 @@ def test_long_layout_group_sizes_and_empty_groups(cifar):
 
 def test_cpu_recipe_and_options_are_in_the_label(tmp_path):
     make_run(tmp_path, "ce-cpu", "ce", recipe="cpu")
-    make_run(tmp_path, "ls", "label-smoothing", recipe="cpu",
-             options={"epsilon": 0.2, "stage2": "las", "epsilon_head": 0.3, "epsilon_tail": 0.0})
-    make_run(tmp_path, "ls-short", "label-smoothing", recipe="cpu", epochs=5,
-             options={"epsilon": 0.1, "stage2": "las", "epsilon_head": 0.3, "epsilon_tail": 0.0})
+    make_run(tmp_path, "ls", "label-smoothing", recipe="cpu", options={"epsilon": 0.2})
+    make_run(tmp_path, "ls-short", "label-smoothing", recipe="cpu", epochs=5, options={"epsilon": 0.1})
     for seed, k in enumerate([1, 1, 2]):  # not importable here: the most common value is the default
         make_run(tmp_path, f"plugin-{seed}", "not-installed", seed, recipe="cpu", options={"k": k})
     labels = [row[0] for row in build_table(tmp_path, "paper").rows]
@@ -151,12 +149,12 @@ def _check_latex(text: str) -> None:
 
 
 def test_latex_is_well_formed(cifar, tmp_path):
-    make_run(cifar, "ls", "label-smoothing",
-             options={"epsilon": 0.2, "stage2": "las", "epsilon_head": 0.3, "epsilon_tail": 0.05})
+    make_run(cifar, "ls", "las", options={"smooth_head": 0.3, "smooth_tail": 0.05, "shape": "concave",
+                                          "shift_bn": False, "lr_factor": 0.5, "epochs": 10})
     texts = [render(build_table(cifar, layout, with_reference=True), "latex") for layout in ("paper", "long")]
     for text in texts:
         _check_latex(text)
-        assert r"\textbf{" in text and r"epsilon\_tail=0.05" in text and r"$\pm$" in text
+        assert r"\textbf{" in text and r"smooth\_tail=0.05" in text and r"$\pm$" in text
     if shutil.which("pdflatex") is None:
         return  # the structural checks above stand in for a real compile
     document = tmp_path / "table.tex"

@@ -51,17 +51,20 @@ class FileSplit:
         decoding), which also checks that every listed image exists and is a file before training."""
         from ..errors import DataError
 
-        sha = hashlib.sha1()
-        where = f" (listed in {self.list_file})" if self.list_file else ""
-        for path, label in zip(self.paths, self.labels.tolist()):
-            full = os.path.join(self.root, path)
+        prefix, sizes, mtimes = f"{self.root}{os.sep}", np.empty(len(self), np.int64), np.empty(len(self), np.int64)
+        for i, path in enumerate(self.paths):
             try:
-                info = os.stat(full)
+                info = os.stat(prefix + path)
             except OSError:
-                raise DataError(f"image {full}{where} does not exist; fix the list or the data root") from None
-            if not stat.S_ISREG(info.st_mode):
-                raise DataError(f"image {full}{where} is not a file; fix the list or the data root")
-            sha.update(f"{path}\t{label}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+                info = None
+            if info is None or not stat.S_ISREG(info.st_mode):
+                where = f" (entry {i + 1} of {self.list_file})" if self.list_file else ""
+                what = "is not a file" if info is not None else "does not exist"
+                raise DataError(f"image {prefix + path}{where} {what}; fix the list or the data root")
+            sizes[i], mtimes[i] = info.st_size, info.st_mtime_ns
+        sha = hashlib.sha1("\n".join(self.paths).encode())
+        for array in (np.asarray(self.labels, np.int64), sizes, mtimes):
+            sha.update(array.data)
         return sha.hexdigest()[:16]
 
 

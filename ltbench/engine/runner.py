@@ -825,6 +825,7 @@ def resolved_config(plan: Plan, run_name: str, world: int = 1) -> dict:
         device=str(plan.device), precision=plan.precision, world_size=world,
         stages=[{"name": s.name, "key": k, **s.spec()} for s, k in zip(plan.stages, plan.keys)],
         data=data_info, class_counts=plan.data.class_counts.tolist(), notices=plan.notices,
+        reported_epoch="last",  # the model after the last epoch; never a best epoch chosen on the test set
         versions=_versions(), git_commit=_git_commit(), host=socket.gethostname(), command=sys.argv,
         created=dt.datetime.now().isoformat(timespec="seconds"), torch_threads=torch.get_num_threads(),
     )
