@@ -63,29 +63,54 @@ def test_synthetic_is_fixed_and_learnable():
 
 # --- CIFAR pickles (torchvision layout), generated ---------------------------------------------------
 
+def py2_pickle(obj) -> bytes:
+    """``obj`` pickled as the official CIFAR files are: Python 2 cPickle, protocol 2, byte strings as
+    (SHORT_)BINSTRING and arrays as numpy.core.multiarray._reconstruct + numpy.ndarray + numpy.dtype."""
+    import io
+    import struct
+
+    class Py2Pickler(pickle._Pickler):
+        dispatch = dict(pickle._Pickler.dispatch)
+
+        def save_bytes(self, data):
+            size = len(data)
+            self.write((pickle.SHORT_BINSTRING + bytes([size]) if size < 256
+                        else pickle.BINSTRING + struct.pack("<i", size)) + data)
+            self.memoize(data)
+
+        dispatch[bytes] = save_bytes
+
+    buffer = io.BytesIO()
+    Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
 def write_cifar_pickles(folder: Path, num_classes: int, per_class: int, test_per_class: int) -> None:
-    """Fake torchvision-layout CIFAR batches; image 0 of the train set has a known pixel pattern."""
+    """Fake torchvision-layout CIFAR batches in the official files' format (``py2_pickle``) with their keys;
+    image 0 of the train set has a known pixel pattern."""
     folder.mkdir(parents=True)
     rng = np.random.RandomState(0)
     cifar10 = num_classes == 10
     key = b"labels" if cifar10 else b"fine_labels"
 
     def batch(labels: np.ndarray) -> dict:
-        return {b"data": np.zeros((len(labels), 3072), np.uint8), key: labels.tolist()}
+        return {b"batch_label": b"training batch 1 of 5", key: labels.tolist(),
+                b"data": np.zeros((len(labels), 3072), np.uint8),
+                b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
 
     train_labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
     test = batch(np.repeat(np.arange(num_classes), test_per_class))
     if cifar10:
         batches = {f"data_batch_{i + 1}": batch(part) for i, part in enumerate(np.split(train_labels, 5))}
-        batches |= {"test_batch": test, "batches.meta": {b"label_names": [n.encode() for n in CIFAR10_CLASSES]}}
+        batches |= {"test_batch": test, "batches.meta": {b"label_names": [n.encode() for n in CIFAR10_CLASSES],
+                                                         b"num_cases_per_batch": 10000, b"num_vis": 3072}}
     else:
         batches = {"train": batch(train_labels), "test": test,
                    "meta": {b"fine_label_names": [f"c{i:03d}".encode() for i in range(100)]}}
     first = batches["data_batch_1" if cifar10 else "train"][b"data"][0]
     first[0 * 1024 + 1 * 32 + 2], first[1 * 1024 + 1 * 32 + 2], first[2 * 1024 + 1 * 32 + 2] = 10, 20, 30
     for name, content in batches.items():
-        with open(folder / name, "wb") as f:
-            pickle.dump(content, f)
+        (folder / name).write_bytes(py2_pickle(content))
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +145,61 @@ def test_cifar_pickle_folder_given_directly_and_corrupt_pickle(tmp_path):
     (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:100])
     with pytest.raises(DataError, match="data_batch_3"):
         source("cifar10-lt").load(tmp_path)
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_cifar_pickles_resaved_by_python3_load_too(tmp_path, protocol):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_pickles(folder, 10, 2, 1)
+    assert b"cnumpy.core.multiarray\n_reconstruct" in (folder / "data_batch_1").read_bytes()  # the official form
+    for path in folder.iterdir():
+        content = sources._read_pickle(path)
+        path.write_bytes(pickle.dumps(content, protocol=protocol))
+    data = source("cifar10-lt").load(tmp_path)
+    assert len(data.train) == 20 and data.train.images[0, 1, 2].tolist() == [10, 20, 30]
+
+
+class _Payload:
+    """What a crafted batch file carries: unpickling it calls ``call(*args)``."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _crafted(kind: str, marker: Path) -> bytes:
+    import os
+
+    payloads = {
+        "exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "os.system": _Payload(os.system, f"touch '{marker}'"),
+        "pathlib": _Payload(Path.touch, marker),
+    }
+    if kind == "nested":  # a well-formed batch with the payload deep inside its labels
+        return pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0, [payloads["exec"]]]}, protocol=2)
+    if kind == "object-array":  # only numpy's allowed constructors, but an object array
+        return pickle.dumps({b"data": np.array([b"x", 1], dtype=object), b"labels": [0]})
+    return pickle.dumps(payloads[kind], protocol=2)
+
+
+@pytest.mark.parametrize("kind", ["exec", "os.system", "pathlib", "nested", "object-array"])
+def test_crafted_cifar_pickle_runs_no_code_and_is_one_line(tmp_path, kind):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_pickles(folder, 10, 2, 1)
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_2").write_bytes(_crafted(kind, marker))
+    with pytest.raises(DataError) as err:
+        source("cifar10-lt").load(tmp_path)
+    message = str(err.value)
+    assert str(folder / "data_batch_2") in message and "\n" not in message, message
+    assert not marker.exists()
+    if kind in ("exec", "os.system", "pathlib"):
+        assert "refused to unpickle" in message
+        with open(folder / "data_batch_2", "rb") as f:  # the file has teeth: plain pickle runs its payload
+            pickle.load(f, encoding="bytes")
+        assert marker.exists()
 
 
 def test_download_failure_is_one_line_data_error(tmp_path, monkeypatch):

@@ -226,13 +226,77 @@ class FashionMnist(_Mnist):
                    "Ankle boot"]
 
 
+def _numpy_global(module: str, name: str):
+    """numpy's own array constructors, from ``numpy._core`` (NumPy 2) or ``numpy.core`` (NumPy 1)."""
+    import importlib
+
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
+
+
+# The only globals a CIFAR python batch needs. The official files (cPickle, protocol 2) hold a dict of
+# byte strings, ints and lists, and one uint8 array under b'data', written as
+# numpy.core.multiarray._reconstruct(numpy.ndarray, ...) + numpy.dtype('u1'); a copy re-saved by
+# Python 3 names numpy._core instead, and protocol 5 uses numeric._frombuffer.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    **{(f"{package}.multiarray", "_reconstruct"): lambda: _numpy_global("multiarray", "_reconstruct")
+       for package in ("numpy.core", "numpy._core")},
+    **{(f"{package}.numeric", "_frombuffer"): lambda: _numpy_global("numeric", "_frombuffer")
+       for package in ("numpy.core", "numpy._core")},
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global that a CIFAR batch never holds: refused before it is imported, let alone called."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle, but the only callables it can reach are numpy's array constructors (_CIFAR_GLOBALS)."""
+
+    def find_class(self, module: str, name: str):
+        make = _CIFAR_GLOBALS.get((module, name))
+        if make is None:
+            raise _Refused(f"{module}.{name}")
+        return make()
+
+
+def _plain(value, depth: int = 0) -> bool:
+    """Only what CIFAR batches hold: dicts, lists, byte strings, ints (and floats) and numeric arrays."""
+    if depth > 4:
+        return False
+    if isinstance(value, (bytes, str, int, float, type(None))):
+        return True
+    if isinstance(value, np.ndarray):
+        return not value.dtype.hasobject
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def _read_pickle(path: Path) -> dict:
+    """A CIFAR python batch (or meta) file, read with an unpickler that cannot run code: a crafted file
+    that names any other global (os.system, builtins.eval, ...) is refused before anything is called."""
+    fix = "delete it and fetch it again (--download)"
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CIFAR python pickle ({_one_line(exc)}); delete it and fetch "
-                        f"it again (--download)") from exc
+            content = _CifarUnpickler(f, encoding="bytes").load()
+    except _Refused as exc:
+        raise DataError(f"{path}: refused to unpickle: it calls {exc}, which a CIFAR batch never holds (a crafted "
+                        f"or foreign file); {fix}") from None
+    except Exception as exc:  # noqa: BLE001  truncated or foreign files fail in any number of ways
+        raise DataError(f"{path}: not a readable CIFAR python pickle ({_one_line(exc)}); {fix}") from None
+    if not isinstance(content, dict) or not _plain(content):
+        raise DataError(f"{path}: not a CIFAR python pickle (expected a dict of byte strings, lists and arrays, "
+                        f"got {type(content).__name__}); {fix}")
+    return content
 
 
 def _list_images(split_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -359,11 +423,17 @@ class _Cifar(_TorchvisionSource):
         if self._has_pickles(folder):
             train, test = (self._read_pickles(folder, split) for split in ("train", "test"))
             meta = folder / self.meta_file
-            names = ([n.decode() for n in _read_pickle(meta)[self.names_key]] if meta.is_file()
-                     else [str(c) for c in range(self.num_classes)])
+            names = self._class_names(meta) if meta.is_file() else [str(c) for c in range(self.num_classes)]
             return Sources(train, test, class_names=names,
                            info={"layout": "torchvision", "path": str(folder), "cache": None})
         return self._load_image_folders(folder)
+
+    def _class_names(self, meta: Path) -> list[str]:
+        names = _read_pickle(meta).get(self.names_key)
+        if not (isinstance(names, list) and len(names) == self.num_classes and all(isinstance(n, bytes) for n in names)):
+            raise DataError(f"{meta}: {self.names_key!r} is not a list of {self.num_classes} class names; delete it "
+                            f"and fetch it again")
+        return [n.decode("utf-8", errors="replace") for n in names]
 
     def _read_pickles(self, folder: Path, split: str) -> ArraySplit:
         batches = [(folder / name, _read_pickle(folder / name)) for name in self.pickle_files[split]]
