@@ -379,7 +379,7 @@ def test_places_lt_and_inat18_lists_next_to_images(tmp_path):
     for split in ("train", "val"):
         write_list(tmp_path / f"iNaturalist18_{split}.txt", lines[split])
     inat = source("inat18").load(tmp_path)
-    assert inat.test.list_file == inat.val.list_file == tmp_path / "iNaturalist18_val.txt"
+    assert inat.test.list_file == tmp_path / "iNaturalist18_val.txt" and inat.val is None  # val is the test set
     assert "val" in inat.info["test"]
 
 
@@ -401,6 +401,74 @@ def test_split_list_errors_name_file_line_and_places(tmp_path):
     write_list(bad, ["val/a/missing.jpg 0"])
     with pytest.raises(DataError, match=f"first image {tmp_path / 'val/a/missing.jpg'} does not exist"):
         source("places-lt").load(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["/etc/hostname", "../outside/0.jpg", "train/a/../../../outside/0.jpg",
+                                 "C:\\images\\0.jpg", "..\\outside\\0.jpg"])
+def test_split_list_paths_leaving_the_data_root_are_refused_unless_allowed(tmp_path, monkeypatch, bad):
+    root = tmp_path / "data"
+    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    (tmp_path / "outside").mkdir()
+    write_image(tmp_path / "outside" / "0.jpg", 7, 8)
+    for split in ("val", "test"):
+        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    train_list = root / "Places_LT_train.txt"
+    write_list(train_list, [lines["train"][0], f"{bad} 1", *lines["train"][1:]])
+    monkeypatch.delenv(sources.OUTSIDE_ROOT_ENV, raising=False)
+    with pytest.raises(DataError) as err:
+        source("places-lt").load(root)
+    assert str(err.value).startswith(f"{train_list}:2: {bad!r} leaves the data root")
+    assert "LTBENCH_ALLOW_OUTSIDE_ROOT=1" in str(err.value) and "\n" not in str(err.value)
+    if bad == "../outside/0.jpg":  # the user's explicit opt-in: followed (and still checked like any path)
+        monkeypatch.setenv(sources.OUTSIDE_ROOT_ENV, "1")
+        data = source("places-lt").load(root)
+        assert data.train.paths[1] == bad and data.train.fingerprint()
+
+
+def test_every_listed_image_is_checked_before_training_with_its_list_line(tmp_path):
+    from ltbench.data import build_data
+
+    lines = write_split_dataset(tmp_path, ["a", "b"], {"train": 3, "val": 1, "test": 2})
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / f"Places_LT_{split}.txt", ["", *lines[split]])  # line 1 blank
+    build_data("places-lt", tmp_path, None)
+    (tmp_path / "train" / "b" / "2.jpg").unlink()  # listed on line 7 of the train list
+    with pytest.raises(DataError, match=rf"^image {tmp_path / 'train/b/2.jpg'} \(listed at "
+                                        rf"{tmp_path / 'Places_LT_train.txt'}:7\) does not exist"):
+        build_data("places-lt", tmp_path, None).fingerprint
+    write_image(tmp_path / "train" / "b" / "2.jpg", 1, 8)
+    (tmp_path / "val" / "b" / "0.jpg").unlink()
+    (tmp_path / "val" / "b" / "0.jpg").mkdir()
+    with pytest.raises(DataError, match=r"val/b/0.jpg \(listed at .*Places_LT_val.txt:3\) is not a file"):
+        build_data("places-lt", tmp_path, None).fingerprint
+    (tmp_path / "val" / "b" / "0.jpg").rmdir()
+    write_image(tmp_path / "val" / "b" / "0.jpg", 1, 8)
+    (tmp_path / "test" / "b" / "1.jpg").unlink()  # the test set too, though no stage key covers it
+    with pytest.raises(DataError, match=r"test/b/1.jpg \(listed at .*Places_LT_test.txt:5\) does not exist"):
+        build_data("places-lt", tmp_path, None)
+
+
+def test_an_image_that_cannot_be_decoded_is_one_line_naming_file_and_list_line(tmp_path):
+    """Decoding happens in DataLoader workers: the error must come back as one line, not their traceback."""
+    import torch
+
+    from ltbench.data.loaders import FileLoader
+
+    lines = write_split_dataset(tmp_path, ["a", "b"], {"train": 3, "val": 1, "test": 1})
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / f"Places_LT_{split}.txt", lines[split])
+    train = source("places-lt").load(tmp_path).train
+    (tmp_path / "train" / "a" / "1.jpg").write_bytes(b"")  # a zero-byte file: it exists, stat is happy
+    (tmp_path / "train" / "b" / "2.jpg").write_bytes((tmp_path / "train" / "b" / "0.jpg").read_bytes()[:40])
+    for workers in (2, 0):
+        loader = FileLoader(train, 2, (0.5,) * 3, (0.5,) * 3, 8, torch.device("cpu"), workers=workers)
+        with pytest.raises(DataError) as err:
+            for _ in loader.batches(2):
+                pass
+        message = str(err.value)
+        assert "\n" not in message and "Traceback" not in message and "worker" not in message, message
+        assert message.startswith(f"cannot decode image {tmp_path / 'train/a/1.jpg'}, listed at "
+                                  f"{tmp_path / 'Places_LT_train.txt'}:2 (UnidentifiedImageError")
 
 
 def splits_file(shared_data: Path, name: str) -> Path:

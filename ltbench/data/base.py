@@ -39,28 +39,47 @@ class FileSplit:
     paths: list  # relative paths (str)
     labels: np.ndarray  # int64 [N]
     list_file: Path | None = None
+    lines: np.ndarray | None = None  # int64 [N]: the list line of each path (error messages)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> "FileSplit":
-        return FileSplit(self.root, [self.paths[i] for i in indices], self.labels[indices], self.list_file)
+        lines = self.lines[indices] if self.lines is not None else None
+        return FileSplit(self.root, [self.paths[i] for i in indices], self.labels[indices], self.list_file, lines)
 
-    def fingerprint(self) -> str:
-        """Hash of every listed path, label, file size and modification time: one stat per file (no
-        decoding), which also checks that every listed image exists and is a file before training."""
+    def where(self, index: int) -> str:
+        """'list.txt:12' (or the list alone, or nothing): where path ``index`` was listed."""
+        if self.list_file is None:
+            return ""
+        return f"{self.list_file}:{int(self.lines[index])}" if self.lines is not None else str(self.list_file)
+
+    def _stats(self):
+        """(path, label, os.stat) of every listed image: one stat per file (no decoding); DataError naming the
+        image and its list line for one that is missing or not a file, before anything trains."""
         from ..errors import DataError
 
-        sha = hashlib.sha1()
-        where = f" (listed in {self.list_file})" if self.list_file else ""
-        for path, label in zip(self.paths, self.labels.tolist()):
+        for index, (path, label) in enumerate(zip(self.paths, self.labels.tolist())):
             full = os.path.join(self.root, path)
+            where = f" (listed at {self.where(index)})" if self.list_file else ""
             try:
                 info = os.stat(full)
             except OSError:
                 raise DataError(f"image {full}{where} does not exist; fix the list or the data root") from None
             if not stat.S_ISREG(info.st_mode):
                 raise DataError(f"image {full}{where} is not a file; fix the list or the data root")
+            yield path, label, info
+
+    def check_files(self) -> None:
+        """Every listed image exists and is a file (the splits a run does not fingerprint: the test set)."""
+        for _ in self._stats():
+            pass
+
+    def fingerprint(self) -> str:
+        """Hash of every listed path, label, file size and modification time (``_stats``: which also checks
+        that every listed image exists and is a file before training)."""
+        sha = hashlib.sha1()
+        for path, label, info in self._stats():
             sha.update(f"{path}\t{label}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
         return sha.hexdigest()[:16]
 

@@ -500,8 +500,26 @@ class Cifar100(_Cifar):
 # Published long-tailed split lists: ImageNet-LT, Places-LT, iNaturalist 2018
 # ---------------------------------------------------------------------------------------------------
 
+OUTSIDE_ROOT_ENV = "LTBENCH_ALLOW_OUTSIDE_ROOT"  # "1": follow list paths that are absolute or contain ".."
+
+
+def _allow_outside_root() -> bool:
+    return os.environ.get(OUTSIDE_ROOT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _outside_root(rel: str) -> bool:
+    """An absolute path (POSIX, or a Windows drive / UNC path) or one with a '..' component."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    posix = rel.replace("\\", "/")
+    return posix.startswith("/") or bool(PureWindowsPath(rel).drive) or ".." in PurePosixPath(posix).parts
+
+
 def _split_entries(path: Path):
-    """(relative path, label) of each non-blank line; DataError with file:line for anything else."""
+    """(relative path, label, line number) of each non-blank line; DataError with file:line for anything
+    else, and for a path that leaves the image root (absolute, or through '..') unless the user allowed it
+    with $LTBENCH_ALLOW_OUTSIDE_ROOT=1: a downloaded list must not make ltbench read files elsewhere."""
+    allow_outside = _allow_outside_root()
     try:
         with _open_binary(path) as f:
             for number, raw in enumerate(f, 1):
@@ -514,18 +532,28 @@ def _split_entries(path: Path):
                 except ValueError:
                     raise DataError(f"{path}:{number}: expected '<relative/path> <integer label>', "
                                     f"got {line!r}") from None
-                yield rel, label
+                if not allow_outside and _outside_root(rel):
+                    raise DataError(f"{path}:{number}: {rel!r} leaves the data root (an absolute path or '..'); "
+                                    f"list paths are relative to the image root: fix the list, or set "
+                                    f"{OUTSIDE_ROOT_ENV}=1 to follow such paths")
+                yield rel, label, number
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read split list ({_one_line(exc)})") from exc
 
 
-def read_split_list(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Paths and int64 labels of a ``relative/path label`` split list (.txt or .txt.gz)."""
-    paths, labels = [], []
-    for rel, label in _split_entries(Path(path)):
+def _read_list(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    paths, labels, lines = [], [], []
+    for rel, label, number in _split_entries(Path(path)):
         paths.append(rel)
         labels.append(label)
-    return paths, np.asarray(labels, np.int64)
+        lines.append(number)
+    return paths, np.asarray(labels, np.int64), np.asarray(lines, np.int64)
+
+
+def read_split_list(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Paths and int64 labels of a ``relative/path label`` split list (.txt or .txt.gz)."""
+    paths, labels, _ = _read_list(Path(path))
+    return paths, labels
 
 
 class _SplitLists(DatasetSource):
@@ -585,7 +613,7 @@ class _SplitLists(DatasetSource):
         image_root, lists = self._locate(root)
         splits = {}
         for split, list_file in lists.items():
-            paths, labels = read_split_list(list_file)
+            paths, labels, lines = _read_list(list_file)
             if not paths:
                 raise DataError(f"{list_file}: empty split list; {self.how_to_get()}")
             if labels.min() < 0 or labels.max() >= self.num_classes:
@@ -594,7 +622,7 @@ class _SplitLists(DatasetSource):
             if not (image_root / paths[0]).is_file():  # one stat per list: 100k stats would take minutes
                 raise DataError(f"{list_file}: first image {image_root / paths[0]} does not exist (list paths "
                                 f"are relative to {image_root}); {self.how_to_get()}")
-            splits[split] = FileSplit(image_root, paths, labels, list_file)
+            splits[split] = FileSplit(image_root, paths, labels, list_file, lines)
         train = splits["train"]
         # class names from the folder of each class's first train image (wnid, scene or taxon id)
         names = [str(c) for c in range(self.num_classes)]
