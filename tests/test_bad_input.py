@@ -1,6 +1,7 @@
 """A table of bad inputs through the CLI: each ends with a non-zero exit code, ONE clear line on stderr
 (no traceback) that names the problem and the fix, and leaves the results folder exactly as it was."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,7 @@ CASES = [
     ("imbalance-below-1", ["--imbalance", "0.5"], ["imbalance factor must be >= 1"]),
     ("unknown-option-key", ["-o", "beta=0.3"], ["method 'crt' has no option beta"]),
     ("option-without-value", ["-o", "beta"], ["must look like KEY=VALUE"]),
-    ("bad-option-choice", ["--method", "label-smoothing", "-o", "stage2=maybe"], ["stage2='maybe'", "choose one of"]),
+    ("bad-option-choice", ["--method", "crt", "-o", "bn=maybe"], ["bn='maybe'", "choose one of"]),
     ("bad-option-type", ["--method", "label-smoothing", "-o", "epsilon=lots"], ["epsilon='lots'", "expected a float"]),
     ("bad-profile", ["--profile", "linear"], ["profile 'linear'", "exp or step"]),
     ("negative-epochs", ["--epochs", "-1"], ["epochs must be >= 0"]),
@@ -188,3 +189,27 @@ def test_no_traceback_reaches_the_terminal(workspace, args, words):
     for word in words:
         assert _fill(word, workspace) in lines[0]
     assert snapshot(workspace["root"]) == before
+
+
+def test_method_ranges_are_declared_checked_and_listed():
+    """``Method.ranges``: numeric options are checked against their declared ranges when the method is
+    created (before anything trains), and `ltbench methods NAME` shows them."""
+    from ltbench import Method, Range
+    from ltbench.errors import ConfigError
+
+    class Smoothing(Method):
+        name = "smoothing-test"
+        defaults = {"epsilon": 0.1, "tau": -1.0, "steps": 3}
+        ranges = {"epsilon": (0, 1, "[)"), "tau": Range(0, 2, also=(-1,)), "steps": Range(1)}
+
+    assert Smoothing(epsilon="0.5", tau="2", steps="7").options == {"epsilon": 0.5, "tau": 2.0, "steps": 7}
+    assert Smoothing(tau=-1).options["tau"] == -1.0
+    for key, value, allowed in [("epsilon", "1", "in [0, 1)"), ("epsilon", "-0.1", "in [0, 1)"),
+                                ("epsilon", "inf", "in [0, 1)"), ("tau", "5", "in [0, 2] or -1"),
+                                ("tau", "-0.5", "in [0, 2] or -1"), ("steps", "0", ">= 1")]:
+        with pytest.raises(ConfigError, match=rf"option {key}=.* must be {re.escape(allowed)}"):
+            Smoothing(**{key: value})
+    with pytest.raises(ConfigError, match="option epsilon=nan: expected a number"):
+        Smoothing(epsilon="nan")
+    result = invoke("methods", "tau-norm")
+    assert result.exit_code == 0 and "in [0, 2] or -1" in result.stdout and "in [0.001, 2]" in result.stdout
