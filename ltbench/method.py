@@ -97,9 +97,9 @@ class Method:
         for key, spec in self.ranges.items():
             if key not in self.defaults:
                 raise ConfigError(f"method '{self.name}' declares a range for '{key}', which is not one of its options")
-            allowed = Range.of(spec)
-            if self.options[key] not in allowed:
-                raise ConfigError(f"method '{self.name}': option {key}={self.options[key]!r} must be {allowed} "
+            problem = Range.of(spec).problem(self.options[key])
+            if problem:
+                raise ConfigError(f"method '{self.name}': option {key}={self.options[key]!r} {problem} "
                                   f"(`ltbench methods {self.name}` lists its options)")
 
     @classmethod

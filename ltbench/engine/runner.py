@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, Stage, get_recipe, scaled_optim, stable_hash
+from ..config import RunConfig, Stage, check_settings, get_recipe, scaled_optim, stable_hash
 from ..data import DataBundle, build_data
 from ..errors import ConfigError, LTBenchError, NotFoundError, RunExistsError
 from ..method import DataInfo, Method, StageState, create_method
@@ -117,6 +117,7 @@ def _plugin_problems(config: RunConfig) -> list[str]:
 
 def plan_run(config: RunConfig, download: bool = False) -> Plan:
     """Everything up to (not including) training: cheap, so `sweep --dry-run` uses it too."""
+    check_settings(config)
     try:
         method = create_method(config.method, config.method_options, config.plugins)
     except NotFoundError as exc:
@@ -648,9 +649,17 @@ def _check_world(plan: Plan, world: int) -> None:
                               f"--batch-size {max(world, batch // world * world)} (a multiple of {world})")
 
 
+RUN_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems: longer names fail in mkdir
+
+
 def _check_run_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
-        raise ConfigError(f"--run-name {name!r}: a run name is one folder name (no '/'), e.g. crt-seed0")
+    if not name or name in (".", "..") or "/" in name or os.sep in name or not name.isprintable():
+        raise ConfigError(f"--run-name {name!r}: a run name is one folder name (no '/', no control characters), "
+                          f"e.g. crt-seed0")
+    size = len(name.encode("utf-8", errors="surrogateescape"))
+    if size > RUN_NAME_BYTES:
+        raise ConfigError(f"--run-name is {size} bytes long ({name[:24]}...): a folder name may have at most "
+                          f"{RUN_NAME_BYTES}; choose a shorter one")
 
 
 # execute ------------------------------------------------------------------------------------------
@@ -680,10 +689,10 @@ def execute(config: RunConfig, reporter: Reporter | None = None, download: bool 
 def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: set[str] | None,
              dist: Distributed, stop: GracefulStop) -> dict:
     saved = None
+    if config.run_name is not None:
+        _check_run_name(config.run_name)
     if config.resume:
         config, saved = resume_config(config, explicit)
-    elif config.run_name is not None:
-        _check_run_name(config.run_name)
     plan = plan_run(config, download)
     if dist.enabled:
         plan.device = dist.device
