@@ -259,9 +259,10 @@ def scan_runs(results: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     for config in folders:
         metrics = config.parent / "metrics.json"
         try:
-            run_key = read_json(metrics if metrics.exists() else config).get("run_key")
+            content = read_json(metrics if metrics.exists() else config)
         except (OSError, ValueError):  # being written or damaged: neither finished nor resumable
             continue
+        run_key = content.get("run_key") if isinstance(content, dict) else None
         if run_key:
             (finished if metrics.exists() else unfinished)[run_key] = config.parent.name
     return finished, unfinished
