@@ -213,3 +213,20 @@ def test_method_ranges_are_declared_checked_and_listed():
         Smoothing(epsilon="nan")
     result = invoke("methods", "tau-norm")
     assert result.exit_code == 0 and "in [0, 2] or -1" in result.stdout and "in [0.001, 2]" in result.stdout
+
+
+def test_loading_plugins_writes_nothing_into_their_folder(tmp_path, monkeypatch):
+    """Whatever PYTHONDONTWRITEBYTECODE says: a plugin folder is the user's, ltbench leaves it as it was."""
+    from ltbench.registry import load_methods
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as on a machine without PYTHONDONTWRITEBYTECODE
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "fine.py").write_text(BROKEN_PLUGIN.replace('raise RuntimeError("boom while importing")', "")
+                                     .replace('"exploding"', '"fine-plugin-test"'))
+    (plugins / "broken.py").write_text(BROKEN_PLUGIN)
+    before = snapshot(tmp_path)
+    registry = load_methods([plugins])
+    assert "fine-plugin-test" in registry and any("broken.py failed to import" in p for p in registry.load_errors)
+    assert snapshot(tmp_path) == before and not (plugins / "__pycache__").exists()
+    assert sys.dont_write_bytecode is False  # restored for everything else
