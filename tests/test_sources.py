@@ -214,6 +214,52 @@ def test_download_failure_is_one_line_data_error(tmp_path, monkeypatch):
     assert "\n" not in str(err.value) and "--download of 'cifar10-lt'" in str(err.value)
 
 
+def _tarball(path: Path, members: dict) -> Path:
+    """A .tar.gz of ``{name: bytes (a file) | None (a folder) | ('symlink', target)}``."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, content[1]
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o4755  # setuid: dropped on extraction
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+@pytest.mark.parametrize("filter_available", [True, False])
+def test_test_data_extraction_works_with_and_without_tarfile_filters(tmp_path, monkeypatch, filter_available):
+    """tests/conftest.py extracts the shared CIFAR tarball on every Python that pyproject allows: with the
+    "data" filter (3.11.4+) or, before it existed (3.10.0-3.10.11, 3.11.0-3.11.3), with the same refusals."""
+    import tarfile
+
+    from conftest import extract_tar
+
+    if not filter_available:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python's tarfile has no extraction filters")
+    good = _tarball(tmp_path / "good.tar.gz", {"cifar10": None, "cifar10/train": None, "cifar10/train/a.png": b"x"})
+    extract_tar(good, tmp_path / "out")
+    extracted = tmp_path / "out" / "cifar10" / "train" / "a.png"
+    assert extracted.read_bytes() == b"x" and not extracted.stat().st_mode & 0o7000
+    for name, evil in [("dotdot", {"../escaped.txt": b"x"}), ("absolute", {str(tmp_path / "escaped.txt"): b"x"}),
+                       ("symlink", {"link": ("symlink", str(tmp_path))})]:
+        try:  # refused, or (the filter, for an absolute name) extracted inside the target with the '/' stripped
+            extract_tar(_tarball(tmp_path / f"{name}.tar.gz", evil), tmp_path / f"out-{name}")
+            assert name == "absolute" and filter_available
+        except tarfile.TarError:
+            pass
+        assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / f"out-{name}" / "link").exists()
+
+
 # --- CIFAR image folders: decoding and the decode cache -----------------------------------------------
 
 def write_image(path: Path, value: int, size: int) -> None:
