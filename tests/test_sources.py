@@ -202,16 +202,39 @@ def test_crafted_cifar_pickle_runs_no_code_and_is_one_line(tmp_path, kind):
         assert marker.exists()
 
 
-def test_download_failure_is_one_line_data_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, expected", [
+    ("cifar10-lt", "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and unpack it in {root}"),
+    ("cifar100-lt", "download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and unpack it in {root}"),
+    ("mnist-lt", "from https://ossci-datasets.s3.amazonaws.com/mnist/ into {root}/MNIST/raw"),
+    ("fashion-mnist-lt", "from http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ into {root}/FashionMNIST/raw"),
+])
+def test_download_without_network_names_the_manual_source_and_leaves_no_folders(tmp_path, monkeypatch, name,
+                                                                               expected):
+    """torchvision itself (its folders made first), with every URL unreachable: one line that says where to
+    get the files by hand (not --download again), and the folders it created are gone."""
+    import urllib.error
+    import urllib.request
+
     import torchvision.datasets
 
-    def offline(root, download):
-        raise RuntimeError("Error downloading cifar-10-python.tar.gz:\nTried https://... got URLError")
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(DataError) as err:
-        source("cifar10-lt").load(tmp_path, download=True)
-    assert "\n" not in str(err.value) and "--download of 'cifar10-lt'" in str(err.value)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    src = source(name)
+    tv = getattr(torchvision.datasets, src.torchvision_name)
+    assert src.download_url in (getattr(tv, "url", None), *getattr(tv, "mirrors", ())[:1])  # torchvision's own
+    existing = tmp_path / "data"
+    (existing / "other").mkdir(parents=True)  # the user's: kept
+    for root, outermost in ((tmp_path / "new" / "data", tmp_path / "new"), (existing, None)):
+        with pytest.raises(DataError) as err:
+            src.load(root, download=True)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"--download of '{name}' into {root} failed (")
+        assert "Temporary failure in name resolution" in message and expected.format(root=root) in message
+        assert "without --download" in message and "or --download" not in message
+        assert outermost is None or not outermost.exists()
+    assert [p.name for p in existing.iterdir()] == ["other"]
 
 
 def _tarball(path: Path, members: dict) -> Path:

@@ -122,20 +122,44 @@ class Synthetic(DatasetSource):
 # MNIST, Fashion-MNIST and CIFAR: torchvision's layouts (and --download through torchvision)
 # ---------------------------------------------------------------------------------------------------
 
+def _remove_empty_folders(top: Path) -> None:
+    """rmdir every empty folder under ``top`` (and ``top``), deepest first; anything holding a file stays."""
+    for folder, _, _ in os.walk(top, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
 class _TorchvisionSource(DatasetSource):
     torchvision_name = ""  # torchvision.datasets class that can download this data set
+    download_url = ""  # where torchvision downloads it from (its class's url / first mirror)
+
+    def manual_download(self, root: Path) -> str:
+        """Where to fetch the files by hand and where to put them (from torchvision's own URLs)."""
+        raise NotImplementedError
 
     def locate(self, root: Path, download: bool) -> Path:
-        """The data folder; fetch it with torchvision first if asked and absent."""
+        """The data folder; fetch it with torchvision first if asked and absent. A failed download says
+        where to get the files by hand and leaves no empty folders behind (torchvision creates them first)."""
         folder = self.find(root)
         if folder is None and download:
             import torchvision.datasets
 
+            root = Path(root)
+            first_new = root if not root.exists() else None  # the outermost folder this attempt creates
+            while first_new is not None and not first_new.parent.exists():
+                first_new = first_new.parent
+            present = set() if first_new is not None or not root.is_dir() else {p.name for p in root.iterdir()}
             try:
                 getattr(torchvision.datasets, self.torchvision_name)(str(root), download=True)
             except Exception as exc:  # network, disk or checksum: the user's fix is the same
-                raise DataError(f"--download of '{self.name}' into {root} failed ({_one_line(exc)}); "
-                                f"{self.how_to_get()}") from exc
+                for new in [first_new] if first_new is not None else \
+                        [p for p in root.iterdir() if p.name not in present] if root.is_dir() else []:
+                    _remove_empty_folders(new)
+                raise DataError(f"--download of '{self.name}' into {root} failed ({_one_line(exc)}); without "
+                                f"network: {self.manual_download(root)}, then run again without --download (or "
+                                f"pass --data-root DIR where the data is)") from None
             folder = self.find(root)
         if folder is None:
             raise _not_found(self, root)
@@ -186,6 +210,10 @@ class _Mnist(_TorchvisionSource):
                 return folder
         return None
 
+    def manual_download(self, root: Path) -> str:
+        names = ", ".join(f"{n}.gz" for pair in self.files.values() for n in pair)
+        return f"download {names} from {self.download_url} into {root / self.torchvision_name / 'raw'}"
+
     def how_to_get(self) -> str:
         names = ", ".join(n for pair in self.files.values() for n in pair)
         return (f"expected {self.torchvision_name}/raw/ (torchvision layout), {self.data_dir}/{self.torchvision_name}"
@@ -211,6 +239,7 @@ class _Mnist(_TorchvisionSource):
 @register_dataset("mnist-lt", summary="MNIST long-tailed (LDAM rule), 28x28 grey")
 class Mnist(_Mnist):
     torchvision_name = "MNIST"
+    download_url = "https://ossci-datasets.s3.amazonaws.com/mnist/"
     data_dir = "mnist"
     mean, std = (0.1307,), (0.3081,)
     augment = Augment(pad=2, flip=False)  # mirrored digits are not digits
@@ -219,6 +248,7 @@ class Mnist(_Mnist):
 @register_dataset("fashion-mnist-lt", summary="Fashion-MNIST long-tailed (LDAM rule), 28x28 grey")
 class FashionMnist(_Mnist):
     torchvision_name = "FashionMNIST"
+    download_url = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
     data_dir = "fashion-mnist"
     mean, std = (0.2860,), (0.3530,)
     augment = Augment(pad=2, flip=True)
@@ -413,6 +443,9 @@ class _Cifar(_TorchvisionSource):
                 return base
         return None
 
+    def manual_download(self, root: Path) -> str:
+        return f"download {self.download_url} and unpack it in {root} (giving {root / self.pickle_dir}/)"
+
     def how_to_get(self) -> str:
         return (f"expected {self.pickle_dir}/ (torchvision layout) or {self.data_dir}/{{train,test}}/<class>/ "
                 f"(image folders); pass --data-root DIR, or --download to fetch it with torchvision")
@@ -477,6 +510,7 @@ class _Cifar(_TorchvisionSource):
 @register_dataset("cifar10-lt", summary="CIFAR-10 long-tailed (LDAM rule), 32x32 RGB")
 class Cifar10(_Cifar):
     torchvision_name, data_dir, pickle_dir = "CIFAR10", "cifar10", "cifar-10-batches-py"
+    download_url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     num_classes = 10
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     val_per_class = 20
@@ -488,6 +522,7 @@ class Cifar10(_Cifar):
 @register_dataset("cifar100-lt", summary="CIFAR-100 long-tailed (LDAM rule), 32x32 RGB")
 class Cifar100(_Cifar):
     torchvision_name, data_dir, pickle_dir = "CIFAR100", "cifar100", "cifar-100-python"
+    download_url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
     num_classes = 100
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     val_per_class = 5  # 500 images per class: at IF 100 tail classes have few unkept images to spare
