@@ -26,7 +26,8 @@ def lt_counts(img_max: int, num_classes: int, imbalance: float, profile: str = "
         largest = next(f for f in range(min(int(imbalance), img_max), 0, -1)
                        if min(_counts(img_max, num_classes, f, profile)) >= 1)
         raise ConfigError(f"imbalance factor {imbalance:g} leaves class {counts.index(0)} of {num_classes} without a "
-                          f"training image ({img_max} images in the largest class); use --imbalance {largest} or less")
+                          f"training image ({img_max} images in the largest class): the imbalance factor can be at most {largest} "
+                          f"here")
     return counts
 
 
