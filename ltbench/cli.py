@@ -162,11 +162,11 @@ def methods(
     if name:
         cls = entries[0].obj
         options = Table(title=f"options of {name} (set with -o KEY=VALUE)")
-        for column in ("option", "default", "choices", "meaning"):
+        for column in ("option", "default", "allowed", "meaning"):
             options.add_column(column, overflow="fold")
         for key, default in cls.defaults.items():
-            choices = cls.choices.get(key)
-            options.add_row(key, str(default), " | ".join(map(str, choices)) if choices else "",
+            choices, allowed = cls.choices.get(key), cls.option_range(key)
+            options.add_row(key, str(default), " | ".join(map(str, choices)) if choices else str(allowed or ""),
                             cls.help.get(key, ""))
         out.print(options)
 

@@ -3,12 +3,71 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import json
+import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: ``low``..``high`` with ``bounds`` "[]", "[)", "(]" or "()" (an open end
+    excludes it), plus the special values in ``also`` (e.g. -1: "pick it on validation data"). NaN and
+    infinity are never in a range. Declared by methods (``Method.ranges``) and run settings (``SETTING_RANGES``), checked before
+    anything trains."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    bounds: str = "[]"
+    also: tuple = ()
+
+    def __post_init__(self):
+        if self.bounds not in ("[]", "[)", "(]", "()"):
+            raise ValueError(f"Range bounds must be '[]', '[)', '(]' or '()', got {self.bounds!r}")
+
+    @classmethod
+    def of(cls, spec) -> "Range":
+        """A Range, or the short form (low, high[, bounds[, also]])."""
+        return spec if isinstance(spec, Range) else cls(*spec)
+
+    def __contains__(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if value in self.also:
+            return True
+        if not math.isfinite(value):  # NaN compares false with everything; infinity is never a setting
+            return False
+        above = value >= self.low if self.bounds[0] == "[" else value > self.low
+        below = value <= self.high if self.bounds[1] == "]" else value < self.high
+        return above and below
+
+    def problem(self, value) -> str | None:
+        """None when ``value`` is in the range, else what it must be ("must be in [0, 1)")."""
+        if value in self:
+            return None
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return f"must be {'' if finite else 'finite and '}{self}"
+
+    def __str__(self) -> str:
+        """"in [0, 1)", "> 0", "<= 2", "in [0, 2] or -1"."""
+        low, high = _number(self.low), _number(self.high)
+        if self.low == -math.inf and self.high == math.inf:
+            text = "a finite number"
+        elif self.high == math.inf:
+            text = (">= " if self.bounds[0] == "[" else "> ") + low
+        elif self.low == -math.inf:
+            text = ("<= " if self.bounds[1] == "]" else "< ") + high
+        else:
+            text = f"in {self.bounds[0]}{low}, {high}{self.bounds[1]}"
+        return text + "".join(f" or {_number(value)}" for value in self.also)
+
+
+def _number(value: float) -> str:
+    """2, 0.5, 4294967295 (integers in full, not 4.29497e+09)."""
+    return str(int(value)) if math.isfinite(value) and float(value).is_integer() else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -250,6 +309,45 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# The numeric RunConfig fields and their allowed values: checked for `ltbench run` (named by their option)
+# and for suite files (named by file and key) before anything is planned or trained.
+SETTING_RANGES: dict[str, Range] = {
+    "imbalance": Range(1),  # max / min class count; the data set bounds it too (no class may keep 0 images)
+    "epochs": Range(1),
+    "stage2_epochs": Range(1),
+    "batch_size": Range(1),
+    "lr": Range(0, bounds="()"),
+    "stage2_lr": Range(0, bounds="()"),
+    "seed": Range(0, 2**32 - 1),  # torch, NumPy and Python generators all take it
+    "subset_seed": Range(0, 2**32 - 2),  # NumPy's RandomState, and seed + 1 for the validation split
+    "val_per_class": Range(0),
+    "eval_batch_size": Range(1),
+}
+
+
+# a stage of 0 epochs trains nothing, yet its run would finish and its row stand in tables like any other
+SETTING_WHY = {"imbalance": "the imbalance factor is the largest class count over the smallest",
+               "epochs": "every stage must train; post-hoc steps come on top of a trained stage",
+               "stage2_epochs": "every stage must train; post-hoc steps come on top of a trained stage"}
+
+
+def setting_problem(name: str, value) -> str | None:
+    """What is wrong with a value of a numeric RunConfig field ("must be >= 1 (why)"), or None."""
+    allowed = SETTING_RANGES.get(name)
+    problem = None if allowed is None or value is None else allowed.problem(value)
+    return f"{problem} ({SETTING_WHY[name]})" if problem and name in SETTING_WHY else problem
+
+
+def check_settings(config: "RunConfig") -> None:
+    """Refuse an out-of-range run setting with one line naming its command-line option."""
+    for name in SETTING_RANGES:
+        value = getattr(config, name)
+        problem = setting_problem(name, value)
+        if problem:
+            shown = f"{value:g}" if isinstance(value, float) else value
+            raise ConfigError(f"--{name.replace('_', '-')} {shown}: {problem}")
+
+
 def stable_hash(obj: Any, length: int = 12) -> str:
     """Short content hash of a JSON-able object (sorted keys, so dict order never matters)."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
@@ -260,12 +358,12 @@ def scaled_optim(optim: Optim, batch_size: int | None, lr: float | None, epochs:
                  notices: list[str], label: str) -> Optim:
     """Apply CLI overrides; a batch size other than the recipe's scales the lr linearly (Goyal et al.)."""
     if epochs is not None:
-        if epochs < 0:
-            raise ConfigError(f"{label} epochs must be >= 0, got {epochs}")
-        optim = optim.with_epochs(epochs) if epochs > 0 else replace(optim, epochs=0)
+        if epochs < 1:  # a stage that trains nothing (and a run whose row then looks like any other)
+            raise ConfigError(f"{label} epochs must be >= 1, got {epochs}")
+        optim = optim.with_epochs(epochs)
     base_lr = lr if lr is not None else optim.lr
-    if lr is not None and lr <= 0:
-        raise ConfigError(f"{label} learning rate must be > 0, got {lr}")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"{label} learning rate must be > 0 and finite, got {lr:g}")
     if batch_size is not None and batch_size != optim.batch_size:
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")

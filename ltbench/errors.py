@@ -23,6 +23,11 @@ class RunExistsError(LTBenchError):
     """A run folder of that name exists already; runs are never overwritten."""
 
 
+class WriteError(LTBenchError, OSError):
+    """A file could not be written (disk full, read-only folder); what was written before is kept. Also an
+    OSError, so code that falls back on write failures (the decode cache, say) still does."""
+
+
 class TrainingDiverged(LTBenchError):
     """Loss became NaN or infinite; the last good checkpoint is kept."""
 

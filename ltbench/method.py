@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import Recipe, Stage
+from .config import Range, Recipe, Stage
 from .errors import ConfigError
 from .models.heads import LTModel, Outputs
 
@@ -66,6 +66,8 @@ def _coerce(name: str, value: Any, default: Any, choices) -> Any:
             value = str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"option {name}={value!r}: expected a {type(default).__name__}") from None
+    if isinstance(value, float) and value != value:  # NaN slips through every comparison: never a setting
+        raise ConfigError(f"option {name}=nan: expected a number")
     if choices and value not in choices:
         raise ConfigError(f"option {name}={value!r}: choose one of {', '.join(map(str, choices))}")
     return value
@@ -73,11 +75,17 @@ def _coerce(name: str, value: Any, default: Any, choices) -> Any:
 
 class Method:
     """Base class. Subclasses register with ``@register_method(name, summary=...)``, declare
-    ``defaults`` (option -> default), optional ``choices`` and ``help``, and return their stages."""
+    ``defaults`` (option -> default), optional ``choices``, ``ranges`` and ``help``, and return their stages.
+
+    ``ranges`` states the values a numeric option may take, checked when the method is created (before
+    anything trains): ``{"epsilon": (0, 1, "[)")}`` for [0, 1), ``{"tau": Range(0, 2, also=(-1,))}`` for
+    [0, 2] or -1, ``{"grid_step": Range(0, bounds="()")}`` for > 0 (see ``ltbench.config.Range``).
+    """
 
     name: str = ""
     defaults: dict = {}
     choices: dict = {}
+    ranges: dict = {}
     help: dict = {}
 
     def __init__(self, **options):
@@ -86,6 +94,17 @@ class Method:
             known = ", ".join(self.defaults) or "none"
             raise ConfigError(f"method '{self.name}' has no option {', '.join(unknown)} (its options: {known})")
         self.options = {k: _coerce(k, options.get(k, v), v, self.choices.get(k)) for k, v in self.defaults.items()}
+        for key, spec in self.ranges.items():
+            if key not in self.defaults:
+                raise ConfigError(f"method '{self.name}' declares a range for '{key}', which is not one of its options")
+            problem = Range.of(spec).problem(self.options[key])
+            if problem:
+                raise ConfigError(f"method '{self.name}': option {key}={self.options[key]!r} {problem} "
+                                  f"(`ltbench methods {self.name}` lists its options)")
+
+    @classmethod
+    def option_range(cls, key: str) -> Range | None:
+        return Range.of(cls.ranges[key]) if key in cls.ranges else None
 
     # declaration -----------------------------------------------------------------------------------
     def stages(self, recipe: Recipe) -> list[Stage]:

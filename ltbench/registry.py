@@ -94,15 +94,21 @@ _builtins_loaded = False
 
 
 def _import_file(path: Path) -> None:
+    """Import a plugin file without writing __pycache__/ next to it: the folder is the user's (maybe shared,
+    read-only or under version control), and a plugin is compiled in milliseconds."""
     module_name = f"ltbench_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # read by SourceFileLoader when it would cache the compiled file
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # a broken plugin must not take the other methods down
         sys.modules.pop(module_name, None)
         METHODS.load_errors.append(f"plugin {path} failed to import: {type(exc).__name__}: {exc}")
+    finally:
+        sys.dont_write_bytecode = dont_write
 
 
 def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:

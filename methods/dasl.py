@@ -46,6 +46,7 @@ whether the stages before it were trained or reused, and a cached or resumed sta
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -112,6 +113,8 @@ class DaSL(Method):
     choices = {"aux_inputs": ("multi", "last"), "soft_labels": ("sample", "class", "static"),
                "use_in": ("both", "stage1", "stage2"), "distill_direction": ("aux_to_main", "main_to_aux"),
                "aux_stage2": ("retrain", "frozen"), "stage2_bn": ("train", "frozen")}
+    ranges = {"temperature": (0, math.inf, "()"), "lambda_soft": (0, math.inf), "lambda_feat": (0, math.inf),
+              "ramp": (0, 1), "beta": (0, 1), "aux_width": (0, math.inf)}
     help = {
         "aux_inputs": "multi: fuse the last 3 backbone stage maps; last: the last map only (single-scale ablation)",
         "soft_labels": "sample: online per-sample p_a; class: per-class mean of the previous epoch's correct "
@@ -142,12 +145,6 @@ class DaSL(Method):
         if o["soft_labels"] == "static" and o["use_in"] == "stage2":
             raise ConfigError("dasl: soft_labels=static replaces stage 1's soft labels, but use_in=stage2 trains "
                               "stage 1 with plain CE; use use_in=both or stage1")
-        if o["temperature"] <= 0:
-            raise ConfigError(f"dasl: temperature must be > 0, got {o['temperature']}")
-        if o["aux_width"] < 0:
-            raise ConfigError(f"dasl: aux_width must be >= 0 (0: automatic), got {o['aux_width']}")
-        if not 0 <= o["beta"] <= 1:
-            raise ConfigError(f"dasl: beta must be in [0, 1], got {o['beta']}")
         self.indices: list[int] = []
         self.class_targets: torch.Tensor | None = None  # soft_labels=class: (C, C), row c = target of class c
         self._sums = self._counts = None  # ... and this epoch's sums / counts of correct soft predictions

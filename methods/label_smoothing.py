@@ -7,6 +7,7 @@ from ltbench import Method, register_method
 @register_method("label-smoothing", summary="single-stage CE with label smoothing, epsilon 0.1 (BagofTricks-LT)")
 class LabelSmoothing(Method):
     defaults = {"epsilon": 0.1}
+    ranges = {"epsilon": (0, 1, "[)")}
     help = {"epsilon": "smoothing: targets (1 - epsilon) onehot + epsilon / num_classes, in [0, 1)"}
 
     def stages(self, recipe):

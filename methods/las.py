@@ -42,6 +42,8 @@ class LabelAwareSmoothing(Method):
     defaults = {"smooth_head": 0.3, "smooth_tail": 0.0, "shape": "concave", "shift_bn": False, "lr_factor": 0.5,
                 "epochs": 10}
     choices = {"shape": ("concave", "linear", "convex")}
+    ranges = {"smooth_head": (0, 1, "[)"), "smooth_tail": (0, 1, "[)"), "lr_factor": (0, math.inf, "()"),
+              "epochs": (1, math.inf)}
     help = {"smooth_head": "epsilon of the largest class", "smooth_tail": "epsilon of the smallest class",
             "shape": "how epsilon falls from head to tail with the class count",
             "shift_bn": "re-estimate the frozen backbone's BN statistics on the balanced batches",

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ltbench import Method, Stage, register_method
+from ltbench import Method, Range, Stage, register_method
 
 
 class NearestClassMean(nn.Module):
@@ -29,6 +29,7 @@ class NearestClassMean(nn.Module):
 class NCM(Method):
     defaults = {"feature_norm": "cl2n", "scale": 1.0}
     choices = {"feature_norm": ("cl2n", "l2")}
+    ranges = {"scale": Range(0, bounds="()", also=(-1,))}
     help = {"feature_norm": "cl2n: subtract the train-feature mean, then L2-normalise (the reference); l2: "
                             "L2-normalise only",
             "scale": "multiplies the logits (only confidence changes); 1: none, as the reference; -1: fit it "

@@ -5,12 +5,33 @@ import os
 import shutil
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 SHARED_ENV = "LTBENCH_SHARED_DATA"  # folder holding cifar10-jpg.tar.gz, mnist/, splits/
 TEST_DATA_CACHE = Path.home() / ".cache" / "ltbench" / "test-data"  # writable copies of shared data
+
+
+def extract_tar(tarball: Path, dest: Path) -> None:
+    """Extract with tarfile's "data" filter where this Python has it (3.10.12+, 3.11.4+, 3.12+). Before
+    that (pyproject allows any 3.10), ``extractall`` has no ``filter`` argument: refuse what the filter
+    refuses by hand (absolute or '..' member paths, links, devices, FIFOs) and drop special mode bits and
+    foreign owners, so an archive can never write outside ``dest``."""
+    with tarfile.open(tarball) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        members, root = tar.getmembers(), Path(dest).resolve()
+        for member in members:
+            parts = PurePosixPath(member.name).parts
+            inside = root in (root / member.name).resolve().parents
+            if member.name.startswith("/") or ".." in parts or not inside or not (member.isfile() or member.isdir()):
+                raise tarfile.TarError(f"{tarball}: refusing member {member.name!r} (absolute, '..', outside the "
+                                       f"target, a link or a special file)")
+            member.mode = (member.mode | (0o700 if member.isdir() else 0o600)) & 0o755
+            member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+        tar.extractall(dest, members=members)
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +59,7 @@ def cifar10_folder(shared_data: Path) -> Path:
         TEST_DATA_CACHE.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=TEST_DATA_CACHE, prefix=".cifar10-"))
         try:
-            with tarfile.open(tarball) as tar:
-                tar.extractall(tmp, filter="data")
+            extract_tar(tarball, tmp)
             tmp.rename(target)
         except OSError:
             if not target.is_dir():  # another session may have renamed its copy into place first

@@ -63,29 +63,54 @@ def test_synthetic_is_fixed_and_learnable():
 
 # --- CIFAR pickles (torchvision layout), generated ---------------------------------------------------
 
+def py2_pickle(obj) -> bytes:
+    """``obj`` pickled as the official CIFAR files are: Python 2 cPickle, protocol 2, byte strings as
+    (SHORT_)BINSTRING and arrays as numpy.core.multiarray._reconstruct + numpy.ndarray + numpy.dtype."""
+    import io
+    import struct
+
+    class Py2Pickler(pickle._Pickler):
+        dispatch = dict(pickle._Pickler.dispatch)
+
+        def save_bytes(self, data):
+            size = len(data)
+            self.write((pickle.SHORT_BINSTRING + bytes([size]) if size < 256
+                        else pickle.BINSTRING + struct.pack("<i", size)) + data)
+            self.memoize(data)
+
+        dispatch[bytes] = save_bytes
+
+    buffer = io.BytesIO()
+    Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
 def write_cifar_pickles(folder: Path, num_classes: int, per_class: int, test_per_class: int) -> None:
-    """Fake torchvision-layout CIFAR batches; image 0 of the train set has a known pixel pattern."""
+    """Fake torchvision-layout CIFAR batches in the official files' format (``py2_pickle``) with their keys;
+    image 0 of the train set has a known pixel pattern."""
     folder.mkdir(parents=True)
     rng = np.random.RandomState(0)
     cifar10 = num_classes == 10
     key = b"labels" if cifar10 else b"fine_labels"
 
     def batch(labels: np.ndarray) -> dict:
-        return {b"data": np.zeros((len(labels), 3072), np.uint8), key: labels.tolist()}
+        return {b"batch_label": b"training batch 1 of 5", key: labels.tolist(),
+                b"data": np.zeros((len(labels), 3072), np.uint8),
+                b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
 
     train_labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
     test = batch(np.repeat(np.arange(num_classes), test_per_class))
     if cifar10:
         batches = {f"data_batch_{i + 1}": batch(part) for i, part in enumerate(np.split(train_labels, 5))}
-        batches |= {"test_batch": test, "batches.meta": {b"label_names": [n.encode() for n in CIFAR10_CLASSES]}}
+        batches |= {"test_batch": test, "batches.meta": {b"label_names": [n.encode() for n in CIFAR10_CLASSES],
+                                                         b"num_cases_per_batch": 10000, b"num_vis": 3072}}
     else:
         batches = {"train": batch(train_labels), "test": test,
                    "meta": {b"fine_label_names": [f"c{i:03d}".encode() for i in range(100)]}}
     first = batches["data_batch_1" if cifar10 else "train"][b"data"][0]
     first[0 * 1024 + 1 * 32 + 2], first[1 * 1024 + 1 * 32 + 2], first[2 * 1024 + 1 * 32 + 2] = 10, 20, 30
     for name, content in batches.items():
-        with open(folder / name, "wb") as f:
-            pickle.dump(content, f)
+        (folder / name).write_bytes(py2_pickle(content))
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +147,140 @@ def test_cifar_pickle_folder_given_directly_and_corrupt_pickle(tmp_path):
         source("cifar10-lt").load(tmp_path)
 
 
-def test_download_failure_is_one_line_data_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_cifar_pickles_resaved_by_python3_load_too(tmp_path, protocol):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_pickles(folder, 10, 2, 1)
+    assert b"cnumpy.core.multiarray\n_reconstruct" in (folder / "data_batch_1").read_bytes()  # the official form
+    for path in folder.iterdir():
+        content = sources._read_pickle(path)
+        path.write_bytes(pickle.dumps(content, protocol=protocol))
+    data = source("cifar10-lt").load(tmp_path)
+    assert len(data.train) == 20 and data.train.images[0, 1, 2].tolist() == [10, 20, 30]
+
+
+class _Payload:
+    """What a crafted batch file carries: unpickling it calls ``call(*args)``."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _crafted(kind: str, marker: Path) -> bytes:
+    import os
+
+    payloads = {
+        "exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "os.system": _Payload(os.system, f"touch '{marker}'"),
+        "pathlib": _Payload(Path.touch, marker),
+    }
+    if kind == "nested":  # a well-formed batch with the payload deep inside its labels
+        return pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0, [payloads["exec"]]]}, protocol=2)
+    if kind == "object-array":  # only numpy's allowed constructors, but an object array
+        return pickle.dumps({b"data": np.array([b"x", 1], dtype=object), b"labels": [0]})
+    return pickle.dumps(payloads[kind], protocol=2)
+
+
+@pytest.mark.parametrize("kind", ["exec", "os.system", "pathlib", "nested", "object-array"])
+def test_crafted_cifar_pickle_runs_no_code_and_is_one_line(tmp_path, kind):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_pickles(folder, 10, 2, 1)
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_2").write_bytes(_crafted(kind, marker))
+    with pytest.raises(DataError) as err:
+        source("cifar10-lt").load(tmp_path)
+    message = str(err.value)
+    assert str(folder / "data_batch_2") in message and "\n" not in message, message
+    assert not marker.exists()
+    if kind in ("exec", "os.system", "pathlib"):
+        assert "refused to unpickle" in message
+        with open(folder / "data_batch_2", "rb") as f:  # the file has teeth: plain pickle runs its payload
+            pickle.load(f, encoding="bytes")
+        assert marker.exists()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("cifar10-lt", "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and unpack it in {root}"),
+    ("cifar100-lt", "download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and unpack it in {root}"),
+    ("mnist-lt", "from https://ossci-datasets.s3.amazonaws.com/mnist/ into {root}/MNIST/raw"),
+    ("fashion-mnist-lt", "from http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ into {root}/FashionMNIST/raw"),
+])
+def test_download_without_network_names_the_manual_source_and_leaves_no_folders(tmp_path, monkeypatch, name,
+                                                                               expected):
+    """torchvision itself (its folders made first), with every URL unreachable: one line that says where to
+    get the files by hand (not --download again), and the folders it created are gone."""
+    import urllib.error
+    import urllib.request
+
     import torchvision.datasets
 
-    def offline(root, download):
-        raise RuntimeError("Error downloading cifar-10-python.tar.gz:\nTried https://... got URLError")
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(DataError) as err:
-        source("cifar10-lt").load(tmp_path, download=True)
-    assert "\n" not in str(err.value) and "--download of 'cifar10-lt'" in str(err.value)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    src = source(name)
+    tv = getattr(torchvision.datasets, src.torchvision_name)
+    assert src.download_url in (getattr(tv, "url", None), *getattr(tv, "mirrors", ())[:1])  # torchvision's own
+    existing = tmp_path / "data"
+    (existing / "other").mkdir(parents=True)  # the user's: kept
+    for root, outermost in ((tmp_path / "new" / "data", tmp_path / "new"), (existing, None)):
+        with pytest.raises(DataError) as err:
+            src.load(root, download=True)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"--download of '{name}' into {root} failed (")
+        assert "Temporary failure in name resolution" in message and expected.format(root=root) in message
+        assert "without --download" in message and "or --download" not in message
+        assert outermost is None or not outermost.exists()
+    assert [p.name for p in existing.iterdir()] == ["other"]
+
+
+def _tarball(path: Path, members: dict) -> Path:
+    """A .tar.gz of ``{name: bytes (a file) | None (a folder) | ('symlink', target)}``."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, content[1]
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o4755  # setuid: dropped on extraction
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+@pytest.mark.parametrize("filter_available", [True, False])
+def test_test_data_extraction_works_with_and_without_tarfile_filters(tmp_path, monkeypatch, filter_available):
+    """tests/conftest.py extracts the shared CIFAR tarball on every Python that pyproject allows: with the
+    "data" filter (3.11.4+) or, before it existed (3.10.0-3.10.11, 3.11.0-3.11.3), with the same refusals."""
+    import tarfile
+
+    from conftest import extract_tar
+
+    if not filter_available:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python's tarfile has no extraction filters")
+    good = _tarball(tmp_path / "good.tar.gz", {"cifar10": None, "cifar10/train": None, "cifar10/train/a.png": b"x"})
+    extract_tar(good, tmp_path / "out")
+    extracted = tmp_path / "out" / "cifar10" / "train" / "a.png"
+    assert extracted.read_bytes() == b"x" and not extracted.stat().st_mode & 0o7000
+    for name, evil in [("dotdot", {"../escaped.txt": b"x"}), ("absolute", {str(tmp_path / "escaped.txt"): b"x"}),
+                       ("symlink", {"link": ("symlink", str(tmp_path))})]:
+        try:  # refused, or (the filter, for an absolute name) extracted inside the target with the '/' stripped
+            extract_tar(_tarball(tmp_path / f"{name}.tar.gz", evil), tmp_path / f"out-{name}")
+            assert name == "absolute" and filter_available
+        except tarfile.TarError:
+            pass
+        assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / f"out-{name}" / "link").exists()
 
 
 # --- CIFAR image folders: decoding and the decode cache -----------------------------------------------
@@ -321,6 +470,74 @@ def test_split_list_errors_name_file_line_and_places(tmp_path):
     write_list(bad, ["val/a/missing.jpg 0"])
     with pytest.raises(DataError, match=f"first image {tmp_path / 'val/a/missing.jpg'} does not exist"):
         source("places-lt").load(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["/etc/hostname", "../outside/0.jpg", "train/a/../../../outside/0.jpg",
+                                 "C:\\images\\0.jpg", "..\\outside\\0.jpg"])
+def test_split_list_paths_leaving_the_data_root_are_refused_unless_allowed(tmp_path, monkeypatch, bad):
+    root = tmp_path / "data"
+    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    (tmp_path / "outside").mkdir()
+    write_image(tmp_path / "outside" / "0.jpg", 7, 8)
+    for split in ("val", "test"):
+        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    train_list = root / "Places_LT_train.txt"
+    write_list(train_list, [lines["train"][0], f"{bad} 1", *lines["train"][1:]])
+    monkeypatch.delenv(sources.OUTSIDE_ROOT_ENV, raising=False)
+    with pytest.raises(DataError) as err:
+        source("places-lt").load(root)
+    assert str(err.value).startswith(f"{train_list}:2: {bad!r} leaves the data root")
+    assert "LTBENCH_ALLOW_OUTSIDE_ROOT=1" in str(err.value) and "\n" not in str(err.value)
+    if bad == "../outside/0.jpg":  # the user's explicit opt-in: followed (and still checked like any path)
+        monkeypatch.setenv(sources.OUTSIDE_ROOT_ENV, "1")
+        data = source("places-lt").load(root)
+        assert data.train.paths[1] == bad and data.train.fingerprint()
+
+
+def test_every_listed_image_is_checked_before_training_with_its_list_line(tmp_path):
+    from ltbench.data import build_data
+
+    lines = write_split_dataset(tmp_path, ["a", "b"], {"train": 3, "val": 1, "test": 2})
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / f"Places_LT_{split}.txt", ["", *lines[split]])  # line 1 blank
+    build_data("places-lt", tmp_path, None)
+    (tmp_path / "train" / "b" / "2.jpg").unlink()  # listed on line 7 of the train list
+    with pytest.raises(DataError, match=rf"^image {tmp_path / 'train/b/2.jpg'} \(listed at "
+                                        rf"{tmp_path / 'Places_LT_train.txt'}:7\) does not exist"):
+        build_data("places-lt", tmp_path, None).fingerprint
+    write_image(tmp_path / "train" / "b" / "2.jpg", 1, 8)
+    (tmp_path / "val" / "b" / "0.jpg").unlink()
+    (tmp_path / "val" / "b" / "0.jpg").mkdir()
+    with pytest.raises(DataError, match=r"val/b/0.jpg \(listed at .*Places_LT_val.txt:3\) is not a file"):
+        build_data("places-lt", tmp_path, None).fingerprint
+    (tmp_path / "val" / "b" / "0.jpg").rmdir()
+    write_image(tmp_path / "val" / "b" / "0.jpg", 1, 8)
+    (tmp_path / "test" / "b" / "1.jpg").unlink()  # the test set too, though no stage key covers it
+    with pytest.raises(DataError, match=r"test/b/1.jpg \(listed at .*Places_LT_test.txt:5\) does not exist"):
+        build_data("places-lt", tmp_path, None)
+
+
+def test_an_image_that_cannot_be_decoded_is_one_line_naming_file_and_list_line(tmp_path):
+    """Decoding happens in DataLoader workers: the error must come back as one line, not their traceback."""
+    import torch
+
+    from ltbench.data.loaders import FileLoader
+
+    lines = write_split_dataset(tmp_path, ["a", "b"], {"train": 3, "val": 1, "test": 1})
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / f"Places_LT_{split}.txt", lines[split])
+    train = source("places-lt").load(tmp_path).train
+    (tmp_path / "train" / "a" / "1.jpg").write_bytes(b"")  # a zero-byte file: it exists, stat is happy
+    (tmp_path / "train" / "b" / "2.jpg").write_bytes((tmp_path / "train" / "b" / "0.jpg").read_bytes()[:40])
+    for workers in (2, 0):
+        loader = FileLoader(train, 2, (0.5,) * 3, (0.5,) * 3, 8, torch.device("cpu"), workers=workers)
+        with pytest.raises(DataError) as err:
+            for _ in loader.batches(2):
+                pass
+        message = str(err.value)
+        assert "\n" not in message and "Traceback" not in message and "worker" not in message, message
+        assert message.startswith(f"cannot decode image {tmp_path / 'train/a/1.jpg'}, listed at "
+                                  f"{tmp_path / 'Places_LT_train.txt'}:2 (UnidentifiedImageError")
 
 
 def splits_file(shared_data: Path, name: str) -> Path:

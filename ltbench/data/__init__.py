@@ -67,6 +67,8 @@ def build_data(dataset: str, data_root: str | Path | None, imbalance: float | No
     info = dict(sources.info)
     if source.long_tailed_pool:
         train, test, val = sources.train, sources.test, sources.val  # val None: no split apart from test
+        if isinstance(test, FileSplit):  # train and val are checked by their fingerprint (the stage keys)
+            test.check_files()
         train_idx = val_idx = None
         info["imbalance"] = None
     else:

@@ -39,29 +39,49 @@ class FileSplit:
     paths: list  # relative paths (str)
     labels: np.ndarray  # int64 [N]
     list_file: Path | None = None
+    lines: np.ndarray | None = None  # int64 [N]: the list line of each path (error messages)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> "FileSplit":
-        return FileSplit(self.root, [self.paths[i] for i in indices], self.labels[indices], self.list_file)
+        lines = self.lines[indices] if self.lines is not None else None
+        return FileSplit(self.root, [self.paths[i] for i in indices], self.labels[indices], self.list_file, lines)
 
-    def fingerprint(self) -> str:
-        """Hash of every listed path, label, file size and modification time: one stat per file (no
-        decoding), which also checks that every listed image exists and is a file before training."""
+    def where(self, index: int) -> str:
+        """'list.txt:12' (or the list alone, or nothing): where path ``index`` was listed."""
+        if self.list_file is None:
+            return ""
+        return f"{self.list_file}:{int(self.lines[index])}" if self.lines is not None else str(self.list_file)
+
+    def _stats(self):
+        """os.stat of every listed image: one stat per file (no decoding); DataError naming the image and its
+        list line for one that is missing or not a file, before anything trains."""
         from ..errors import DataError
 
-        prefix, sizes, mtimes = f"{self.root}{os.sep}", np.empty(len(self), np.int64), np.empty(len(self), np.int64)
-        for i, path in enumerate(self.paths):
+        prefix = f"{self.root}{os.sep}"
+        for index, path in enumerate(self.paths):
             try:
                 info = os.stat(prefix + path)
             except OSError:
                 info = None
             if info is None or not stat.S_ISREG(info.st_mode):
-                where = f" (entry {i + 1} of {self.list_file})" if self.list_file else ""
-                what = "is not a file" if info is not None else "does not exist"
+                where = f" (listed at {self.where(index)})" if self.list_file else ""
+                what = "does not exist" if info is None else "is not a file"
                 raise DataError(f"image {prefix + path}{where} {what}; fix the list or the data root")
-            sizes[i], mtimes[i] = info.st_size, info.st_mtime_ns
+            yield info
+
+    def check_files(self) -> None:
+        """Every listed image exists and is a file (the splits a run does not fingerprint: the test set)."""
+        for _ in self._stats():
+            pass
+
+    def fingerprint(self) -> str:
+        """Hash of every listed path, label, file size and modification time (``_stats``: which also checks
+        that every listed image exists and is a file before training)."""
+        sizes, mtimes = np.empty(len(self), np.int64), np.empty(len(self), np.int64)
+        for index, info in enumerate(self._stats()):
+            sizes[index], mtimes[index] = info.st_size, info.st_mtime_ns
         sha = hashlib.sha1("\n".join(self.paths).encode())
         for array in (np.asarray(self.labels, np.int64), sizes, mtimes):
             sha.update(array.data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import DataError
 from .augment import normalize, random_crop_flip
 from .base import ArraySplit, Augment, FileSplit
 from .samplers import IndexStream
@@ -74,6 +75,19 @@ class TensorLoader:
             yield {"x": normalize(self.images[idx], self.mean, self.std), "y": self.labels[idx], "idx": idx}
 
 
+class _Unreadable:
+    """What a DataLoader worker returns for an image it cannot decode (instead of raising: a worker's
+    exception reaches the main process as a multi-line traceback); the main process raises it as one line."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _collate(items: list):
+    broken = next((item for item in items if isinstance(item, _Unreadable)), None)
+    return broken if broken is not None else torch.utils.data.default_collate(items)
+
+
 class _ListDataset(torch.utils.data.Dataset):
     def __init__(self, split: FileSplit, transform):
         self.split, self.transform = split, transform
@@ -85,8 +99,15 @@ class _ListDataset(torch.utils.data.Dataset):
         from PIL import Image
         from torchvision.transforms.v2.functional import pil_to_tensor
 
-        with Image.open(self.split.root / self.split.paths[index]) as image:
-            tensor = pil_to_tensor(image.convert("RGB"))
+        path = self.split.root / self.split.paths[index]
+        try:
+            with Image.open(path) as image:
+                tensor = pil_to_tensor(image.convert("RGB"))
+        except Exception as exc:  # noqa: BLE001  truncated, empty, not an image, unreadable: PIL raises any of them
+            where = f", listed at {self.split.where(index)}" if self.split.list_file else ""
+            return _Unreadable(f"cannot decode image {path}{where} ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())}); replace the file or remove its line, then start "
+                               f"the run again")
         return self.transform(tensor), int(self.split.labels[index]), index
 
 
@@ -137,12 +158,16 @@ class FileLoader:
             dataset = _ListDataset(self.split, self.train_transform if train else self.eval_transform)
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, sampler=sampler, num_workers=self.workers,
-                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0, drop_last=False)
+                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0, drop_last=False,
+                collate_fn=_collate)
             self._loaders[key] = (loader, sampler)
         return self._loaders[key]
 
     def _iterate(self, loader):
-        for x, y, idx in loader:
+        for batch in loader:
+            if isinstance(batch, _Unreadable):
+                raise DataError(batch.message)
+            x, y, idx = batch
             yield {"x": x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last),
                    "y": y.to(self.device, non_blocking=True), "idx": idx.to(self.device)}
 

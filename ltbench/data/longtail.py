@@ -1,6 +1,8 @@
 """Long-tailed subsets (the LDAM-DRW rule), validation splits and shot groups (docs/protocol.md)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -15,16 +17,27 @@ def lt_counts(img_max: int, num_classes: int, imbalance: float, profile: str = "
     exp:  n_i = int(img_max * (1/IF) ** (i / (C - 1)))   (LDAM-DRW, Cao et al. 2019)
     step: the first half of the classes keep img_max, the rest int(img_max / IF)
     """
-    if imbalance < 1:
-        raise ConfigError(f"imbalance factor must be >= 1 (max count / min count), got {imbalance:g}")
+    if not (imbalance >= 1 and math.isfinite(imbalance)):  # NaN fails every comparison: say it the same way
+        raise ConfigError(f"imbalance factor must be >= 1 (max count / min count) and finite, got {imbalance:g}")
+    if profile not in ("exp", "step"):
+        raise ConfigError(f"unknown long-tail profile '{profile}' (choose exp or step)")
+    counts = _counts(img_max, num_classes, imbalance, profile)
+    if min(counts) < 1:  # a class without a training image: every number of the run would be meaningless
+        largest = next(f for f in range(min(int(imbalance), img_max), 0, -1)
+                       if min(_counts(img_max, num_classes, f, profile)) >= 1)
+        raise ConfigError(f"imbalance factor {imbalance:g} leaves class {counts.index(0)} of {num_classes} without a "
+                          f"training image ({img_max} images in the largest class): the imbalance factor can be at most {largest} "
+                          f"here")
+    return counts
+
+
+def _counts(img_max: int, num_classes: int, imbalance: float, profile: str) -> list[int]:
     if profile == "exp":
         if num_classes == 1:
             return [img_max]
         return [int(img_max * (1.0 / imbalance) ** (i / (num_classes - 1))) for i in range(num_classes)]
-    if profile == "step":
-        head = num_classes // 2
-        return [img_max] * head + [int(img_max / imbalance)] * (num_classes - head)
-    raise ConfigError(f"unknown long-tail profile '{profile}' (choose exp or step)")
+    head = num_classes // 2
+    return [img_max] * head + [int(img_max / imbalance)] * (num_classes - head)
 
 
 def lt_subset(labels: np.ndarray, num_classes: int, imbalance: float, profile: str = "exp",

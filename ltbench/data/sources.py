@@ -122,20 +122,44 @@ class Synthetic(DatasetSource):
 # MNIST, Fashion-MNIST and CIFAR: torchvision's layouts (and --download through torchvision)
 # ---------------------------------------------------------------------------------------------------
 
+def _remove_empty_folders(top: Path) -> None:
+    """rmdir every empty folder under ``top`` (and ``top``), deepest first; anything holding a file stays."""
+    for folder, _, _ in os.walk(top, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
 class _TorchvisionSource(DatasetSource):
     torchvision_name = ""  # torchvision.datasets class that can download this data set
+    download_url = ""  # where torchvision downloads it from (its class's url / first mirror)
+
+    def manual_download(self, root: Path) -> str:
+        """Where to fetch the files by hand and where to put them (from torchvision's own URLs)."""
+        raise NotImplementedError
 
     def locate(self, root: Path, download: bool) -> Path:
-        """The data folder; fetch it with torchvision first if asked and absent."""
+        """The data folder; fetch it with torchvision first if asked and absent. A failed download says
+        where to get the files by hand and leaves no empty folders behind (torchvision creates them first)."""
         folder = self.find(root)
         if folder is None and download:
             import torchvision.datasets
 
+            root = Path(root)
+            first_new = root if not root.exists() else None  # the outermost folder this attempt creates
+            while first_new is not None and not first_new.parent.exists():
+                first_new = first_new.parent
+            present = set() if first_new is not None or not root.is_dir() else {p.name for p in root.iterdir()}
             try:
                 getattr(torchvision.datasets, self.torchvision_name)(str(root), download=True)
             except Exception as exc:  # network, disk or checksum: the user's fix is the same
-                raise DataError(f"--download of '{self.name}' into {root} failed ({_one_line(exc)}); "
-                                f"{self.how_to_get()}") from exc
+                for new in [first_new] if first_new is not None else \
+                        [p for p in root.iterdir() if p.name not in present] if root.is_dir() else []:
+                    _remove_empty_folders(new)
+                raise DataError(f"--download of '{self.name}' into {root} failed ({_one_line(exc)}); without "
+                                f"network: {self.manual_download(root)}, then run again without --download (or "
+                                f"pass --data-root DIR where the data is)") from None
             folder = self.find(root)
         if folder is None:
             raise _not_found(self, root)
@@ -186,6 +210,10 @@ class _Mnist(_TorchvisionSource):
                 return folder
         return None
 
+    def manual_download(self, root: Path) -> str:
+        names = ", ".join(f"{n}.gz" for pair in self.files.values() for n in pair)
+        return f"download {names} from {self.download_url} into {root / self.torchvision_name / 'raw'}"
+
     def how_to_get(self) -> str:
         names = ", ".join(n for pair in self.files.values() for n in pair)
         return (f"expected {self.torchvision_name}/raw/ (torchvision layout), {self.data_dir}/{self.torchvision_name}"
@@ -211,6 +239,7 @@ class _Mnist(_TorchvisionSource):
 @register_dataset("mnist-lt", summary="MNIST long-tailed (LDAM rule), 28x28 grey")
 class Mnist(_Mnist):
     torchvision_name = "MNIST"
+    download_url = "https://ossci-datasets.s3.amazonaws.com/mnist/"
     data_dir = "mnist"
     mean, std = (0.1307,), (0.3081,)
     augment = Augment(pad=2, flip=False)  # mirrored digits are not digits
@@ -219,6 +248,7 @@ class Mnist(_Mnist):
 @register_dataset("fashion-mnist-lt", summary="Fashion-MNIST long-tailed (LDAM rule), 28x28 grey")
 class FashionMnist(_Mnist):
     torchvision_name = "FashionMNIST"
+    download_url = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
     data_dir = "fashion-mnist"
     mean, std = (0.2860,), (0.3530,)
     augment = Augment(pad=2, flip=True)
@@ -226,13 +256,77 @@ class FashionMnist(_Mnist):
                    "Ankle boot"]
 
 
+def _numpy_global(module: str, name: str):
+    """numpy's own array constructors, from ``numpy._core`` (NumPy 2) or ``numpy.core`` (NumPy 1)."""
+    import importlib
+
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
+
+
+# The only globals a CIFAR python batch needs. The official files (cPickle, protocol 2) hold a dict of
+# byte strings, ints and lists, and one uint8 array under b'data', written as
+# numpy.core.multiarray._reconstruct(numpy.ndarray, ...) + numpy.dtype('u1'); a copy re-saved by
+# Python 3 names numpy._core instead, and protocol 5 uses numeric._frombuffer.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    **{(f"{package}.multiarray", "_reconstruct"): lambda: _numpy_global("multiarray", "_reconstruct")
+       for package in ("numpy.core", "numpy._core")},
+    **{(f"{package}.numeric", "_frombuffer"): lambda: _numpy_global("numeric", "_frombuffer")
+       for package in ("numpy.core", "numpy._core")},
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global that a CIFAR batch never holds: refused before it is imported, let alone called."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle, but the only callables it can reach are numpy's array constructors (_CIFAR_GLOBALS)."""
+
+    def find_class(self, module: str, name: str):
+        make = _CIFAR_GLOBALS.get((module, name))
+        if make is None:
+            raise _Refused(f"{module}.{name}")
+        return make()
+
+
+def _plain(value, depth: int = 0) -> bool:
+    """Only what CIFAR batches hold: dicts, lists, byte strings, ints (and floats) and numeric arrays."""
+    if depth > 4:
+        return False
+    if isinstance(value, (bytes, str, int, float, type(None))):
+        return True
+    if isinstance(value, np.ndarray):
+        return not value.dtype.hasobject
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def _read_pickle(path: Path) -> dict:
+    """A CIFAR python batch (or meta) file, read with an unpickler that cannot run code: a crafted file
+    that names any other global (os.system, builtins.eval, ...) is refused before anything is called."""
+    fix = "delete it and fetch it again (--download)"
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CIFAR python pickle ({_one_line(exc)}); delete it and fetch "
-                        f"it again (--download)") from exc
+            content = _CifarUnpickler(f, encoding="bytes").load()
+    except _Refused as exc:
+        raise DataError(f"{path}: refused to unpickle: it calls {exc}, which a CIFAR batch never holds (a crafted "
+                        f"or foreign file); {fix}") from None
+    except Exception as exc:  # noqa: BLE001  truncated or foreign files fail in any number of ways
+        raise DataError(f"{path}: not a readable CIFAR python pickle ({_one_line(exc)}); {fix}") from None
+    if not isinstance(content, dict) or not _plain(content):
+        raise DataError(f"{path}: not a CIFAR python pickle (expected a dict of byte strings, lists and arrays, "
+                        f"got {type(content).__name__}); {fix}")
+    return content
 
 
 def _list_images(split_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -349,6 +443,9 @@ class _Cifar(_TorchvisionSource):
                 return base
         return None
 
+    def manual_download(self, root: Path) -> str:
+        return f"download {self.download_url} and unpack it in {root} (giving {root / self.pickle_dir}/)"
+
     def how_to_get(self) -> str:
         return (f"expected {self.pickle_dir}/ (torchvision layout) or {self.data_dir}/{{train,test}}/<class>/ "
                 f"(image folders); pass --data-root DIR, or --download to fetch it with torchvision")
@@ -359,11 +456,17 @@ class _Cifar(_TorchvisionSource):
         if self._has_pickles(folder):
             train, test = (self._read_pickles(folder, split) for split in ("train", "test"))
             meta = folder / self.meta_file
-            names = ([n.decode() for n in _read_pickle(meta)[self.names_key]] if meta.is_file()
-                     else [str(c) for c in range(self.num_classes)])
+            names = self._class_names(meta) if meta.is_file() else [str(c) for c in range(self.num_classes)]
             return Sources(train, test, class_names=names,
                            info={"layout": "torchvision", "path": str(folder), "cache": None})
         return self._load_image_folders(folder)
+
+    def _class_names(self, meta: Path) -> list[str]:
+        names = _read_pickle(meta).get(self.names_key)
+        if not (isinstance(names, list) and len(names) == self.num_classes and all(isinstance(n, bytes) for n in names)):
+            raise DataError(f"{meta}: {self.names_key!r} is not a list of {self.num_classes} class names; delete it "
+                            f"and fetch it again")
+        return [n.decode("utf-8", errors="replace") for n in names]
 
     def _read_pickles(self, folder: Path, split: str) -> ArraySplit:
         batches = [(folder / name, _read_pickle(folder / name)) for name in self.pickle_files[split]]
@@ -407,6 +510,7 @@ class _Cifar(_TorchvisionSource):
 @register_dataset("cifar10-lt", summary="CIFAR-10 long-tailed (LDAM rule), 32x32 RGB")
 class Cifar10(_Cifar):
     torchvision_name, data_dir, pickle_dir = "CIFAR10", "cifar10", "cifar-10-batches-py"
+    download_url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     num_classes = 10
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     val_per_class = 20
@@ -418,6 +522,7 @@ class Cifar10(_Cifar):
 @register_dataset("cifar100-lt", summary="CIFAR-100 long-tailed (LDAM rule), 32x32 RGB")
 class Cifar100(_Cifar):
     torchvision_name, data_dir, pickle_dir = "CIFAR100", "cifar100", "cifar-100-python"
+    download_url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
     num_classes = 100
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     val_per_class = 5  # 500 images per class: at IF 100 tail classes have few unkept images to spare
@@ -430,8 +535,26 @@ class Cifar100(_Cifar):
 # Published long-tailed split lists: ImageNet-LT, Places-LT, iNaturalist 2018
 # ---------------------------------------------------------------------------------------------------
 
+OUTSIDE_ROOT_ENV = "LTBENCH_ALLOW_OUTSIDE_ROOT"  # "1": follow list paths that are absolute or contain ".."
+
+
+def _allow_outside_root() -> bool:
+    return os.environ.get(OUTSIDE_ROOT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _outside_root(rel: str) -> bool:
+    """An absolute path (POSIX, or a Windows drive / UNC path) or one with a '..' component."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    posix = rel.replace("\\", "/")
+    return posix.startswith("/") or bool(PureWindowsPath(rel).drive) or ".." in PurePosixPath(posix).parts
+
+
 def _split_entries(path: Path):
-    """(relative path, label) of each non-blank line; DataError with file:line for anything else."""
+    """(relative path, label, line number) of each non-blank line; DataError with file:line for anything
+    else, and for a path that leaves the image root (absolute, or through '..') unless the user allowed it
+    with $LTBENCH_ALLOW_OUTSIDE_ROOT=1: a downloaded list must not make ltbench read files elsewhere."""
+    allow_outside = _allow_outside_root()
     try:
         with _open_binary(path) as f:
             for number, raw in enumerate(f, 1):
@@ -444,18 +567,28 @@ def _split_entries(path: Path):
                 except ValueError:
                     raise DataError(f"{path}:{number}: expected '<relative/path> <integer label>', "
                                     f"got {line!r}") from None
-                yield rel, label
+                if not allow_outside and _outside_root(rel):
+                    raise DataError(f"{path}:{number}: {rel!r} leaves the data root (an absolute path or '..'); "
+                                    f"list paths are relative to the image root: fix the list, or set "
+                                    f"{OUTSIDE_ROOT_ENV}=1 to follow such paths")
+                yield rel, label, number
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read split list ({_one_line(exc)})") from exc
 
 
-def read_split_list(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Paths and int64 labels of a ``relative/path label`` split list (.txt or .txt.gz)."""
-    paths, labels = [], []
-    for rel, label in _split_entries(Path(path)):
+def _read_list(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    paths, labels, lines = [], [], []
+    for rel, label, number in _split_entries(Path(path)):
         paths.append(rel)
         labels.append(label)
-    return paths, np.asarray(labels, np.int64)
+        lines.append(number)
+    return paths, np.asarray(labels, np.int64), np.asarray(lines, np.int64)
+
+
+def read_split_list(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Paths and int64 labels of a ``relative/path label`` split list (.txt or .txt.gz)."""
+    paths, labels, _ = _read_list(Path(path))
+    return paths, labels
 
 
 class _SplitLists(DatasetSource):
@@ -515,7 +648,7 @@ class _SplitLists(DatasetSource):
         image_root, lists = self._locate(root)
         splits = {}
         for split, list_file in lists.items():
-            paths, labels = read_split_list(list_file)
+            paths, labels, lines = _read_list(list_file)
             if not paths:
                 raise DataError(f"{list_file}: empty split list; {self.how_to_get()}")
             if labels.min() < 0 or labels.max() >= self.num_classes:
@@ -524,7 +657,7 @@ class _SplitLists(DatasetSource):
             if not (image_root / paths[0]).is_file():  # one stat per list: 100k stats would take minutes
                 raise DataError(f"{list_file}: first image {image_root / paths[0]} does not exist (list paths "
                                 f"are relative to {image_root}); {self.how_to_get()}")
-            splits[split] = FileSplit(image_root, paths, labels, list_file)
+            splits[split] = FileSplit(image_root, paths, labels, list_file, lines)
         train = splits["train"]
         # class names from the folder of each class's first train image (wnid, scene or taxon id)
         names = [str(c) for c in range(self.num_classes)]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LTBenchError
-from ..results.store import atomic_write, fsync_dir, read_json, remove_temp_files, write_json
+from ..results.store import atomic_write, fsync_dir, read_json, remove_temp_files, write_error, write_json
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, PREV = "last.pt", "prev.pt"
@@ -108,10 +108,10 @@ def checkpoint_dir(run_dir: Path) -> Path:
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
     """Write ``last.pt`` atomically, keeping the previous one as ``prev.pt`` until the new one is complete."""
     folder = checkpoint_dir(run_dir)
-    folder.mkdir(exist_ok=True)
     last, prev = folder / LAST, folder / PREV
     tmp = folder / f".{LAST}.{os.getpid()}.tmp"
     try:
+        folder.mkdir(exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
@@ -119,8 +119,10 @@ def save_checkpoint(run_dir: Path, state: dict) -> Path:
         if last.exists():
             os.replace(last, prev)  # killed right here: last.pt is missing, prev.pt is complete
         os.replace(tmp, last)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # disk full: the checkpoints before this one stay as they were
+        if isinstance(exc, OSError):
+            raise write_error(last, exc) from None
         raise
     fsync_dir(folder)
     return last

@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, Stage, get_recipe, scaled_optim, stable_hash
+from ..config import RunConfig, Stage, check_settings, get_recipe, scaled_optim, stable_hash
 from ..data import DataBundle, build_data
-from ..errors import ConfigError, LTBenchError, NotFoundError, RunExistsError
+from ..errors import ConfigError, LTBenchError, NotFoundError, RunExistsError, WriteError
 from ..method import DataInfo, Method, StageState, create_method
 from ..metrics import classification_metrics
 from ..models import build_model
 from ..results.store import (RunStore, _clean, append_jsonl, file_size, read_json, remove_temp_files, truncate,
-                             write_json, write_npz, write_text)
+                             write_error, write_json, write_npz, write_text)
 from .checkpoint import (CheckpointError, capture_rng, checkpoint_dir, load_artifact,
                          load_checkpoint, load_state, restore_rng, save_artifact, save_checkpoint, save_state)
 from .distributed import Distributed, init_from_env, sync_batchnorm
@@ -117,6 +117,7 @@ def _plugin_problems(config: RunConfig) -> list[str]:
 
 def plan_run(config: RunConfig, download: bool = False) -> Plan:
     """Everything up to (not including) training: cheap, so `sweep --dry-run` uses it too."""
+    check_settings(config)
     try:
         method = create_method(config.method, config.method_options, config.plugins)
     except NotFoundError as exc:
@@ -608,6 +609,8 @@ def resume_config(config: RunConfig, explicit: set[str] | None = None) -> tuple[
                           f"start a new run with another --run-name")
     try:
         saved = read_json(run_dir / "config.json")
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError):
         raise CheckpointError(f"cannot resume run '{name}': {run_dir / 'config.json'} is missing or unreadable (the "
                               f"run stopped before it started); delete {run_dir} and start the run again") from None
@@ -648,9 +651,17 @@ def _check_world(plan: Plan, world: int) -> None:
                               f"--batch-size {max(world, batch // world * world)} (a multiple of {world})")
 
 
+RUN_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems: longer names fail in mkdir
+
+
 def _check_run_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
-        raise ConfigError(f"--run-name {name!r}: a run name is one folder name (no '/'), e.g. crt-seed0")
+    if not name or name in (".", "..") or "/" in name or os.sep in name or not name.isprintable():
+        raise ConfigError(f"--run-name {name!r}: a run name is one folder name (no '/', no control characters), "
+                          f"e.g. crt-seed0")
+    size = len(name.encode("utf-8", errors="surrogateescape"))
+    if size > RUN_NAME_BYTES:
+        raise ConfigError(f"--run-name is {size} bytes long ({name[:24]}...): a folder name may have at most "
+                          f"{RUN_NAME_BYTES}; choose a shorter one")
 
 
 # execute ------------------------------------------------------------------------------------------
@@ -680,10 +691,10 @@ def execute(config: RunConfig, reporter: Reporter | None = None, download: bool 
 def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: set[str] | None,
              dist: Distributed, stop: GracefulStop) -> dict:
     saved = None
+    if config.run_name is not None:
+        _check_run_name(config.run_name)
     if config.resume:
         config, saved = resume_config(config, explicit)
-    elif config.run_name is not None:
-        _check_run_name(config.run_name)
     plan = plan_run(config, download)
     if dist.enabled:
         plan.device = dist.device
@@ -706,7 +717,6 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
 
 def _run(config: RunConfig, plan: Plan, store: RunStore, runner: StageRunner, saved: dict | None, reporter: Reporter,
          dist: Distributed, run_lock: list) -> dict:
-    data = plan.data
     if saved is None:
         run_name = dist.on_main(lambda: _create_run(config, plan, store, dist.world, run_lock))
         run_dir = store.run_dir(run_name)
@@ -728,6 +738,21 @@ def _run(config: RunConfig, plan: Plan, store: RunStore, runner: StageRunner, sa
                          f"({stage.name}), {where})")
         else:
             reporter.log(f"run '{run_name}': no checkpoint yet, starting it over in {run_dir}")
+    try:
+        metrics = _train_and_finish(plan, runner, run_name, run_dir, dist, run_lock)
+    except WriteError as exc:  # disk full, say: the checkpoints written so far are intact
+        kept = f"the last checkpoint {runner.last_checkpoint} is kept" if runner.last_checkpoint else \
+            "no checkpoint was saved yet"
+        raise WriteError(f"{exc}; {kept}; then continue with: {runner.resume_command()}") from None
+    dist.barrier()
+    reporter.summary(config.method, plan, metrics)
+    return metrics
+
+
+def _train_and_finish(plan: Plan, runner: StageRunner, run_name: str, run_dir: Path, dist: Distributed,
+                      run_lock: list) -> dict:
+    """Train the stages, evaluate, and (rank 0) write the run's result files, metrics.json last."""
+    data = plan.data
     runner.run()
     logits, labels, features = runner.final_test()
     metrics, per_class = classification_metrics(logits.cpu(), labels.cpu(), data.class_counts, features.cpu())
@@ -749,8 +774,6 @@ def _run(config: RunConfig, plan: Plan, store: RunStore, runner: StageRunner, sa
         shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)  # model.pt is the final state
         for lock in run_lock:
             lock.release()
-    dist.barrier()
-    reporter.summary(config.method, plan, metrics)
     return metrics
 
 
@@ -770,11 +793,20 @@ def _create_run(config: RunConfig, plan: Plan, store: RunStore, world: int, run_
     lock.try_acquire()  # the folder is new and ours (exclusive mkdir)
     run_lock.append(lock)
     data = plan.data
-    write_json(run_dir / "config.json", resolved_config(plan, run_name, world))
-    (run_dir / "epochs.jsonl").touch()  # stays empty when every stage is reused or post-hoc
-    if data.train_indices is not None:
-        write_npz(run_dir / "subset.npz", train_indices=data.train_indices, val_indices=data.val_indices,
-                  class_counts=data.class_counts)
+    try:
+        write_json(run_dir / "config.json", resolved_config(plan, run_name, world))
+        try:
+            (run_dir / "epochs.jsonl").touch()  # stays empty when every stage is reused or post-hoc
+        except OSError as exc:
+            raise write_error(run_dir / "epochs.jsonl", exc) from None
+        if data.train_indices is not None:
+            write_npz(run_dir / "subset.npz", train_indices=data.train_indices, val_indices=data.val_indices,
+                      class_counts=data.class_counts)
+    except WriteError:  # a run folder without its config.json could be neither resumed nor read: remove it
+        lock.release()
+        run_lock.remove(lock)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_name
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..errors import ConfigError, DataError
-from .store import atomic_write
+from .store import atomic_write, make_folder
 from .tables import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
 
 KINDS = ("ablation", "per-class", "reliability", "imbalance")
@@ -108,9 +108,16 @@ def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
 def _read_per_class(run: pd.Series) -> pd.DataFrame:
     path = Path(run["path"]) / "per_class.csv"
     try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read per-class results ({exc})") from None
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # ValueError: pandas' parser and empty-data errors, bad UTF-8
+        raise DataError(f"{path}: cannot read per-class results ({' '.join(str(exc).split())}); the run folder is "
+                        f"damaged: leave it out with --filter, or run it again") from None
+    missing = [c for c in ("class", "train_count", "acc") if c not in table.columns]
+    numeric = all(pd.api.types.is_numeric_dtype(table[c]) for c in ("train_count", "acc") if c in table.columns)
+    if missing or not numeric:
+        raise DataError(f"{path}: not a per-class results file (columns class, train_count, acc of numbers "
+                        f"expected); leave the run out with --filter, or run it again")
+    return table
 
 
 def per_class(df: pd.DataFrame) -> Figure:
@@ -140,10 +147,14 @@ def per_class(df: pd.DataFrame) -> Figure:
 def _confidences(run: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     path = Path(run["path"]) / "test_logits.npz"
     try:
-        saved = np.load(path)
-        logits, labels = saved["logits"].astype(np.float64), saved["labels"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read test logits ({exc})") from None
+        with np.load(path, allow_pickle=False) as saved:
+            logits, labels = saved["logits"].astype(np.float64), saved["labels"]
+    except Exception as exc:  # noqa: BLE001  truncated zip (BadZipFile), EOF, missing key, bad dtype, ...
+        raise DataError(f"{path}: cannot read test logits ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                        f"the run folder is damaged: leave it out with --filter, or run it again") from None
+    if logits.ndim != 2 or labels.ndim != 1 or len(logits) != len(labels) or not logits.shape[1]:
+        raise DataError(f"{path}: logits {logits.shape} and labels {labels.shape} do not match (N x classes and N "
+                        f"expected); leave the run out with --filter, or run it again")
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     return probs.max(1), probs.argmax(1) == labels
@@ -229,6 +240,6 @@ def save_figure(fig: Figure, out: str | Path) -> Path:
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf"):
         raise ConfigError(f"plot file '{out}' must end in .png or .pdf")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     atomic_write(out, lambda f: fig.savefig(f, format=out.suffix.lower()[1:], dpi=150))
     return out

@@ -2,13 +2,14 @@
 run folder is never overwritten; tables and plots only ever read these files."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError, RunExistsError
+from ..errors import ConfigError, RunExistsError, WriteError
 
 # mkstemp creates 0600 files; results folders are often shared by a lab, so files get the usual
 # umask-derived mode instead (read once at import, while the process is still single-threaded)
@@ -33,10 +34,28 @@ def _clean(obj):
     return obj
 
 
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """One line for a failed write: which file, why, and what to do (the caller adds what is kept)."""
+    if isinstance(exc, WriteError):
+        return exc
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some space on that disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "that folder is not writable: choose another with --out"
+    else:
+        hint = "check that disk and folder"
+    return WriteError(f"cannot write {path} ({reason}); {hint}")
+
+
 def atomic_write(path: Path, write) -> None:
-    """Write through ``write(file_object)`` into a temp file beside ``path``, fsync, then rename."""
+    """Write through ``write(file_object)`` into a temp file beside ``path``, fsync, then rename. A failure
+    (disk full, read-only folder) removes the temp file, leaves ``path`` as it was and raises WriteError."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -44,11 +63,21 @@ def atomic_write(path: Path, write) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
     fsync_dir(path.parent)
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p``, or WriteError naming the folder."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(Path(folder), exc) from None
 
 
 def fsync_dir(folder: Path) -> None:
@@ -86,9 +115,12 @@ def write_npz(path: Path, **arrays) -> None:
 
 
 def append_jsonl(path: Path, obj) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(_clean(obj)) + "\n")
-        f.flush()
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(_clean(obj)) + "\n")
+            f.flush()
+    except OSError as exc:  # a line cut short by a full disk is cut back on --resume (checkpoint's log size)
+        raise write_error(path, exc) from None
 
 
 def file_size(path: Path) -> int:

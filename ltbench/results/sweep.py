@@ -54,7 +54,7 @@ from itertools import product
 from pathlib import Path
 from typing import Callable
 
-from ..config import RunConfig, get_recipe
+from ..config import RunConfig, get_recipe, setting_problem
 from ..engine.progress import Reporter
 from ..errors import ConfigError, LTBenchError, NotFoundError
 from .store import RunStore, read_json
@@ -136,11 +136,19 @@ def _known(path: Path, name: str, registry) -> None:
 
 def _read(path: Path) -> dict:
     try:
-        return tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as exc:
         raise NotFoundError(f"cannot read suite file {path} ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # TOML files are UTF-8 (TOML 1.0, "Spec")
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                          f"save the suite file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{path}: not valid TOML ({' '.join(str(exc).split())})") from None
 
 
 def _settings(path: Path, suite: dict) -> dict:
@@ -155,13 +163,21 @@ def _settings(path: Path, suite: dict) -> dict:
         raise ConfigError(f"{path}: 'name' must be a string")
     settings = {AXIS_ALIASES.get(k, k): v for k, v in suite.items() if k not in SUITE_KEYS}
     settings.setdefault("seed", [0])
+    written = {AXIS_ALIASES.get(k, k): k for k in suite}  # the key as the file spells it (seeds, not seed)
     for key, value in settings.items():
+        name = written.get(key, key)
         if key == "plugins":
             if not (isinstance(value, list) and all(isinstance(p, str) for p in value)):
                 raise ConfigError(f"{path}: 'plugins' must be a list of paths")
             continue
+        if isinstance(value, list) and not value:  # the grid would have no runs, and "success" would mean nothing
+            raise ConfigError(f"{path}: '{name}' is an empty list, so the suite has no runs; give at least one "
+                              f"value (or leave '{name}' out for its default)")
         for item in _as_list(value):
-            _check_type(path, key, item, hints[key])
+            _check_type(path, name, item, hints[key])
+            problem = setting_problem(key, item)
+            if problem:
+                raise ConfigError(f"{path}: '{name}' = {item!r}: {problem}")
     return settings
 
 
@@ -173,12 +189,14 @@ def _entries(path: Path, suite: dict, methods: list[str], registry) -> list[tupl
     if not (isinstance(variants, list) and all(isinstance(v, dict) for v in variants)):
         raise ConfigError(f"{path}: 'variants' must be [[variants]] tables (name, method, options)")
     entries = [(m, m, dict(method_options.get(m, {}))) for m in methods]
+    where = {m: f"[options.{m}]" if method_options.get(m) else f"method '{m}'" for m in methods}
     for variant in variants:
         if set(variant) - set(VARIANT_KEYS) or "name" not in variant or "method" not in variant:
             raise ConfigError(f"{path}: each [[variants]] needs name and method (and may have options); "
                               f"got keys {', '.join(sorted(variant))}")
         entries.append((variant["name"], variant["method"],
                         {**method_options.get(variant["method"], {}), **variant.get("options", {})}))
+        where[variant["name"]] = f"[[variants]] '{variant['name']}'"
     if not entries:
         raise ConfigError(f"{path}: no runs: give methods = [...] or [[variants]]")
     names = [name for name, _, _ in entries]
@@ -186,11 +204,11 @@ def _entries(path: Path, suite: dict, methods: list[str], registry) -> list[tupl
         raise ConfigError(f"{path}: run names must be unique, got {', '.join(n for n in names if names.count(n) > 1)}")
     for method in [m for _, m, _ in entries] + list(method_options):
         _known(path, method, registry)
-    for _, method, options in entries:
+    for name, method, options in entries:
         try:
             registry.get(method).obj(**options)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path}: {where[name]}: {exc}") from None
     return entries
 
 
@@ -241,9 +259,10 @@ def scan_runs(results: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     for config in folders:
         metrics = config.parent / "metrics.json"
         try:
-            run_key = read_json(metrics if metrics.exists() else config).get("run_key")
+            content = read_json(metrics if metrics.exists() else config)
         except (OSError, ValueError):  # being written or damaged: neither finished nor resumable
             continue
+        run_key = content.get("run_key") if isinstance(content, dict) else None
         if run_key:
             (finished if metrics.exists() else unfinished)[run_key] = config.parent.name
     return finished, unfinished
@@ -272,7 +291,10 @@ def plan_sweep(suite: Suite, results: str | Path, executor: str = "local",
         finished, unfinished = {}, {}
     for label, config in suite.runs:
         config = dataclasses.replace(config, retrain_before=retrain_before)
-        plan = plan_run(config)
+        try:
+            plan = plan_run(config)
+        except LTBenchError as exc:  # e.g. an imbalance factor the data set cannot give: say which run of which file
+            raise type(exc)(f"{suite.path}: run '{label}': {exc}") from None
         stages = [(stage.name, key, stage.cached)
                   for stage, key in zip(plan.stages, plan.keys)]
         run = SweepRun(label, config, plan.run_key, stages, finished.get(plan.run_key), seen.get(plan.run_key),

@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..errors import ConfigError, NotFoundError
 from .reference import REFERENCES, Reference
-from .store import read_json, write_text
+from .store import make_folder, read_json, write_text
 
 METRICS = ("acc", "many_acc", "medium_acc", "few_acc", "balanced_acc", "ece", "nll", "wrong_confidence",
            "feature_compactness")
@@ -97,6 +97,38 @@ def compact_options(options: dict) -> str:
     return ",".join(f"{k}={format_value(v)}" for k, v in sorted(options.items()))
 
 
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+              int: "a number", float: "a number"}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _unusable(folder: Path, config, metrics) -> str | None:
+    """Why a finished run's files cannot make a table row (a hand-edited or foreign file), or None."""
+    for name, content in (("config.json", config), ("metrics.json", metrics)):
+        if not isinstance(content, dict):
+            return f"{folder / name} holds {JSON_TYPES.get(type(content), 'something else')}, not a JSON object"
+    expected = {**{key: (str, "a string") for key in ("method", "dataset", "backbone", "recipe")},
+                "seed": (int, "an integer")}
+    for key, (kind, what) in expected.items():
+        value = config.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{folder / 'config.json'} has '{key}' = {value!r} ({what} expected)"
+    if config.get("imbalance") is not None and not _number(config["imbalance"]):
+        return f"{folder / 'config.json'} has 'imbalance' = {config['imbalance']!r} (a number or null expected)"
+    if not isinstance(config.get("method_options") or {}, dict):
+        return f"{folder / 'config.json'} has 'method_options' = {config['method_options']!r} (an object expected)"
+    for key in METRICS:
+        if metrics.get(key) is not None and not _number(metrics[key]):
+            return f"{folder / 'metrics.json'} has '{key}' = {metrics[key]!r} (a number expected)"
+    sizes = metrics.get("group_sizes")
+    if not (isinstance(sizes, dict) and all(isinstance(sizes.get(g), int) for g in GROUPS)):
+        return f"{folder / 'metrics.json'} has 'group_sizes' = {sizes!r} (many/medium/few class counts expected)"
+    return None
+
+
 def _row(folder: Path, config: dict, metrics: dict) -> dict:
     overrides = {k: config[k] for k in SCHEDULE_OVERRIDES if config.get(k) is not None}
     row = {"run": folder.name, "path": str(folder), "method": config["method"],
@@ -126,10 +158,14 @@ def load_runs(results: str | Path, filters: dict[str, list[str]] | None = None,
             continue
         try:
             config, metrics = read_json(folder / "config.json"), read_json(folder / "metrics.json")
-            row = _row(folder, config, metrics)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            warn(f"skipped {folder}: unreadable ({type(exc).__name__}: {exc})")
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+            warn(f"skipped {folder}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})")
             continue
+        problem = _unusable(folder, config, metrics)
+        if problem:
+            warn(f"skipped {folder}: {problem}")
+            continue
+        row = _row(folder, config, metrics)
         read_any = True
         seen_keys.update(k for k in filters if _lookup(config, k) is not _MISSING)
         if all(any(_matches(_lookup(config, k), v) for v in values) for k, values in filters.items()):
@@ -433,7 +469,8 @@ def output_format(fmt: str | None, out: Path | None) -> str:
 
 
 def write_table(table: Table, out: Path, fmt: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    """Atomically; a folder that cannot be written is one line (WriteError), an older file stays as it was."""
+    make_folder(Path(out).parent)
     write_text(Path(out), render(table, fmt))
 
 
