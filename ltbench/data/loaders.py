@@ -87,8 +87,8 @@ class _ListDataset(torch.utils.data.Dataset):
         from PIL import Image
         from torchvision.transforms.v2.functional import pil_to_tensor
 
-        with Image.open(self.split.root / self.split.paths[index]) as image:
-            tensor = pil_to_tensor(image.convert("RGB"))
+        with Image.open(self.split.root / self.split.paths[index]) as image:  # convert() copies even an RGB image
+            tensor = pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
         return self.transform(tensor), int(self.split.labels[index]), index
 
 
