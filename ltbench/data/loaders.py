@@ -108,8 +108,8 @@ class _IndexSampler(torch.utils.data.Sampler):
 def default_workers() -> int:
     """DataLoader workers per training process: the cores this process may use, shared among the training
     processes on this machine (torchrun's LOCAL_WORLD_SIZE), less one for the process itself. Decoding JPEGs
-    is what limits a GPU on ImageNet-sized images (results/speed.md: ~30 cores per ResNet-50-class GPU), so a
-    fixed small number (8) would leave most of a GPU machine's cores idle."""
+    is what limits a GPU on ImageNet-sized images (results/speed.md: ~16-20 cores to feed ResNeXt-50 or ResNet-50
+    on one H200-class GPU), so a fixed small number (8) would leave most of a GPU machine's cores idle."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(1, cores // local - 1)
