@@ -94,6 +94,10 @@ def run(
                               ", one per GPU, or gloo on CPU): re-launches itself through torchrun. --batch-size stays "
                               "the global batch."),
     eval_batch_size: int = typer.Option(1024, "--eval-batch-size", min=1, help="Batch size of evaluation passes."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers per process for the "
+                                          "file-list data sets (ImageNet-LT, Places-LT, iNat18); default: the cores "
+                                          "this process may use, shared among the processes on this machine, less "
+                                          "one."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward pass (pays a "
                                        "warm-up of tens of seconds; worth it for long GPU runs)."),
     retrain: bool = typer.Option(False, "--retrain", help="Train every stage afresh instead of reusing cached "
@@ -123,7 +127,7 @@ def run(
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, stage2_lr=stage2_lr, seed=seed,
         subset_seed=subset_seed, val_per_class=val_per_class, device=device, precision=precision,
         data_root=str(data_root) if data_root else None, out=str(out_dir), run_name=run_name,
-        plugins=[str(p) for p in plugins or []], resume=resume, eval_batch_size=eval_batch_size,
+        plugins=[str(p) for p in plugins or []], resume=resume, eval_batch_size=eval_batch_size, workers=workers,
         compile=compile_model, retrain_before=time.time() if retrain else None,
     )
     try:

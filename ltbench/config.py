@@ -303,7 +303,7 @@ class RunConfig:
     retrain_before: float | None = None  # --retrain: stage artifacts older than this time (epoch s) are not reused
     plugins: list = field(default_factory=list)
     eval_batch_size: int = 1024
-    workers: int = min(8, os.cpu_count() or 1)  # DataLoader workers of the file-list data path
+    workers: int | None = None  # DataLoader workers of the file-list data path (None: data.loaders.default_workers)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -7,6 +7,8 @@ and ``batches(batch_size)`` yields evaluation batches, each a dict with x (float
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -101,8 +103,8 @@ class _ListDataset(torch.utils.data.Dataset):
 
         path = self.split.root / self.split.paths[index]
         try:
-            with Image.open(path) as image:
-                tensor = pil_to_tensor(image.convert("RGB"))
+            with Image.open(path) as image:  # convert() copies even an RGB image
+                tensor = pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
         except Exception as exc:  # noqa: BLE001  truncated, empty, not an image, unreadable: PIL raises any of them
             where = f", listed at {self.split.where(index)}" if self.split.list_file else ""
             return _Unreadable(f"cannot decode image {path}{where} ({type(exc).__name__}: "
@@ -124,7 +126,22 @@ class _IndexSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+def default_workers() -> int:
+    """DataLoader workers per training process: the cores this process may use, shared among the training
+    processes on this machine (torchrun's LOCAL_WORLD_SIZE), less one for the process itself. Decoding JPEGs
+    is what limits a GPU on ImageNet-sized images (results/speed.md: ~16-20 cores to feed ResNeXt-50 or ResNet-50
+    on one H200-class GPU), so a fixed small number (8) would leave most of a GPU machine's cores idle."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, cores // local - 1)
+
+
 class FileLoader:
+    """Workers decode, crop and flip in uint8 and the batch crosses to the device as uint8 (from pinned memory,
+    asynchronously): a quarter of the bytes of float32, and the float conversion and normalisation run on the
+    device in one pass over the batch instead of per image on the decoding cores. Same values as normalising in
+    the workers: the crop's resize already rounds to uint8."""
+
     def __init__(self, split: FileSplit, num_classes: int, mean, std, image_size: int, device: torch.device,
                  workers: int = 4, augment: Augment = Augment()):
         from torchvision.transforms import v2
@@ -132,16 +149,15 @@ class FileLoader:
         self.device = device
         self.labels = torch.from_numpy(split.labels.astype(np.int64))
         self.stream = IndexStream(self.labels, num_classes)
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         resize = int(round(image_size / 0.875))
         # classifier-balancing data/dataloader.py:38-48: RandomResizedCrop + flip (+ ColorJitter but on iNat)
         jitter = augment.color_jitter
         self.train_transform = v2.Compose([
             v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
-            *([v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0)] if jitter else []),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-        self.eval_transform = v2.Compose([
-            v2.Resize(resize, antialias=True), v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+            *([v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0)] if jitter else [])])
+        self.eval_transform = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)])
         self.split, self.workers = split, workers
         self._loaders: dict = {}
 
@@ -156,9 +172,13 @@ class FileLoader:
         if key not in self._loaders:
             sampler = _IndexSampler()
             dataset = _ListDataset(self.split, self.train_transform if train else self.eval_transform)
+            # pinned batches make the copies below asynchronous; workers persist across the epochs of the train
+            # loader (no re-forking, no lost prefetch), not for evaluation passes, which come once per stage and
+            # would otherwise keep a second and third set of idle processes alive; prefetch_factor stays torch's
+            # 2 batches per worker: with tens of workers that is already tens of batches ahead
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, sampler=sampler, num_workers=self.workers,
-                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0, drop_last=False,
+                pin_memory=self.device.type == "cuda", persistent_workers=train and self.workers > 0, drop_last=False,
                 collate_fn=_collate)
             self._loaders[key] = (loader, sampler)
         return self._loaders[key]
@@ -168,8 +188,9 @@ class FileLoader:
             if isinstance(batch, _Unreadable):
                 raise DataError(batch.message)
             x, y, idx = batch
-            yield {"x": x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last),
-                   "y": y.to(self.device, non_blocking=True), "idx": idx.to(self.device)}
+            x = x.to(self.device, non_blocking=True)
+            yield {"x": normalize(x, self.mean, self.std), "y": y.to(self.device, non_blocking=True),
+                   "idx": idx.to(self.device, non_blocking=True)}
 
     def epoch(self, kind: str, generator: torch.Generator, batch_size: int, progress: float = 0.0,
               rank: int = 0, world: int = 1, start_batch: int = 0):

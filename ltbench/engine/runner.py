@@ -183,6 +183,12 @@ def default_run_name(config: RunConfig, plan: Plan) -> str:
     return f"{config.method}-{config.dataset}{imb}-s{config.seed}-{stamp}"
 
 
+def resolved_workers(config: RunConfig) -> int:
+    from ..data.loaders import default_workers
+
+    return default_workers() if config.workers is None else config.workers
+
+
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -199,8 +205,8 @@ class StageRunner:
         self.stop = stop or GracefulStop()  # never entered: never requested
         config, data = plan.config, plan.data
         self.device = plan.device
-        self.loaders = {split: data.loader(split, self.device, config.workers) for split in ("train", "val", "test")
-                        if getattr(data, split) is not None}
+        self.loaders = {split: data.loader(split, self.device, resolved_workers(config))
+                        for split in ("train", "val", "test") if getattr(data, split) is not None}
         counts = torch.as_tensor(data.class_counts, device=self.device)
         from ..data.longtail import shot_groups
 
@@ -854,7 +860,7 @@ def resolved_config(plan: Plan, run_name: str, world: int = 1) -> dict:
     config.update(
         run_name=run_name, run_key=plan.run_key, method_options=plan.method.options,
         imbalance=plan.data.info.get("imbalance"), backbone=plan.backbone, recipe=plan.recipe_name,
-        device=str(plan.device), precision=plan.precision, world_size=world,
+        device=str(plan.device), precision=plan.precision, world_size=world, workers=resolved_workers(plan.config),
         stages=[{"name": s.name, "key": k, **s.spec()} for s, k in zip(plan.stages, plan.keys)],
         data=data_info, class_counts=plan.data.class_counts.tolist(), notices=plan.notices,
         reported_epoch="last",  # the model after the last epoch; never a best epoch chosen on the test set
