@@ -258,13 +258,13 @@ def test_out_of_memory_names_the_batch_size_and_a_smaller_one(plugins, tmp_path,
 
 
 # stage artifacts and locks --------------------------------------------------------------------------
-def test_corrupt_stage_artifact_is_reported_and_retrained(reference, tmp_path):
+def test_corrupt_stage_artifact_is_reported_and_retrained(plugins, reference, tmp_path):
     out = tmp_path / "results"
     shutil.copytree(reference[0] / "stages", out / "stages")
     key = metrics_of(*reference)["stages"][0]["key"]
     model = out / "stages" / key / "model.pt"
     model.write_bytes(model.read_bytes()[:5000])
-    result = invoke("run", "--method", "ce", *FAST, "--out", out, "--run-name", "ce")
+    result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--out", out, "--run-name", "ce")
     assert result.exit_code == 0, result.output
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("warning: stage artifact") and str(model) in lines[0]
