@@ -182,10 +182,14 @@ class CRTSigterm(METHODS.get("crt").obj):
 '''
 
 
-def test_ddp_run_stopped_by_sigterm_resumes_bit_exactly(torchrun_full, tmp_path):
+def test_ddp_run_stopped_by_sigterm_resumes_bit_exactly(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "sigterm.py").write_text(FAULT_PLUGIN)
+    uninterrupted = tmp_path / "reference"  # the same method never stopped (its own folder: nothing reused)
+    reference_run = ltbench("run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--out", uninterrupted,
+                            "--run-name", "two", "--nproc", "2", "-q")
+    assert reference_run.returncode == 0, reference_run.stderr
     out = tmp_path / "results"
     common = ["run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--out", out, "--run-name", "t"]
     stopped = ltbench(*common, "--nproc", "2", env={"LTBENCH_TEST_TERM_AT": "0:1:4"})
@@ -196,13 +200,13 @@ def test_ddp_run_stopped_by_sigterm_resumes_bit_exactly(torchrun_full, tmp_path)
     assert (saved["stage_index"], saved["epoch"], saved["step"], saved["world_size"]) == (0, 1, 5, 2)
     resumed = ltbench("run", "--out", out, "--run-name", "t", "--resume", "--nproc", "2", "-q")
     assert resumed.returncode == 0, resumed.stderr
-    reference, result = metrics_of(torchrun_full, "two"), metrics_of(out, "t")
+    reference, result = metrics_of(uninterrupted, "two"), metrics_of(out, "t")
     for key in NUMBERS:
         assert reference[key] == result[key], key
     for stage_a, stage_b in zip(reference["stages"], result["stages"]):
         assert stage_a["metrics"] == stage_b["metrics"]
     fields = ("stage_index", "epoch", "loss", "train_acc", "images")
-    assert [[e[f] for f in fields] for e in epoch_log(torchrun_full, "two")] == \
+    assert [[e[f] for f in fields] for e in epoch_log(uninterrupted, "two")] == \
         [[e[f] for f in fields] for e in epoch_log(out, "t")]
 
 

@@ -118,8 +118,9 @@ def train_one_epoch(model: LTModel, method: Method, loader, optimizer: torch.opt
             stop = _check(recent, state, step, control)
             recent.clear()
             if stop and not last:  # at the last step the runner saves an epoch-end checkpoint instead
-                loss_sum, correct, seen = _totals(loss_sum, correct, seen, control)
-                raise EpochInterrupted(EpochProgress(step + 1, loss_sum.cpu(), correct.cpu(), seen,
+                # this rank's own sums (the runner saves one per rank): a resumed epoch then adds up in the
+                # same order as an uninterrupted one, and its log line is bit-identical under DDP too
+                raise EpochInterrupted(EpochProgress(step + 1, loss_sum.detach().cpu(), correct.cpu(), seen,
                                                      time.perf_counter() - start))
     loss_sum, correct, seen = _totals(loss_sum, correct, seen, control)
     seconds = time.perf_counter() - start

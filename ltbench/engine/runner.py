@@ -526,21 +526,22 @@ class StageRunner:
                     progress: EpochProgress | None = None, epoch_generator: torch.Tensor | None = None) -> None:
         """Everything needed to continue exactly from here (rank 0 writes; the others send their method state)."""
         method_state = self.hooks(self.plan.stages[index]).state_dict()
+        partial = None
+        if progress is not None:  # this rank's sums of the interrupted epoch so far
+            partial = {"loss_sum": progress.loss_sum, "correct": progress.correct, "seen": progress.seen,
+                       "seconds": progress.seconds}
         by_rank = None
-        if self.dist.enabled:  # per-rank accumulators (e.g. DaSL's class sums) differ within an epoch
+        if self.dist.enabled:  # per-rank accumulators (e.g. DaSL's class sums, the epoch's loss) differ
             by_rank = [None] * self.dist.world
-            torch.distributed.all_gather_object(by_rank, _to_cpu(method_state))
+            torch.distributed.all_gather_object(by_rank, _to_cpu({"method": method_state, "partial": partial}))
         if self.dist.is_main:
-            partial = None
-            if progress is not None:
-                partial = {"loss_sum": progress.loss_sum, "correct": progress.correct, "seen": progress.seen,
-                           "seconds": progress.seconds}
             self.last_checkpoint = save_checkpoint(self.run_dir, {
                 "run_name": self.run_name, "run_key": self.plan.run_key, "stage_index": index, "stage_key": key,
                 "epoch": epochs_done, "step": progress.step if progress else 0,
                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "method": method_state, "method_by_rank": by_rank,
+                "method": method_state, "method_by_rank": [r["method"] for r in by_rank] if by_rank else None,
+                "partial_by_rank": [r["partial"] for r in by_rank] if by_rank else None,
                 "rng": capture_rng(generator), "epoch_generator": epoch_generator, "partial": partial,
                 "records": json.dumps(_clean(self.stage_records)),
                 "epochs_log_bytes": file_size(self.log_path), "stage_log_start": self._stage_log_start,
@@ -573,12 +574,16 @@ class StageRunner:
             self.hooks(self.plan.stages[checkpoint["stage_index"]]).load_state_dict(self._method_state(checkpoint))
             restore_rng(checkpoint["rng"], generator)
             return int(checkpoint["epoch"]), None
-        partial = checkpoint["partial"]
-        if self.dist.is_main:  # the sums are global: rank 0 carries them, the others restart from zero
-            progress = EpochProgress(step, partial["loss_sum"], partial["correct"], int(partial["seen"]),
-                                     float(partial["seconds"]))
-        else:
-            progress = EpochProgress(step, seconds=float(partial["seconds"]))
+        partial = checkpoint["partial"]  # rank 0's own sums
+        by_rank = checkpoint.get("partial_by_rank")
+        if by_rank and len(by_rank) == self.dist.world:  # each rank continues its own sums
+            partial = by_rank[self.dist.rank]
+        elif not self.dist.is_main:  # another world size: rank 0 carries the sums, the others start at zero
+            return int(checkpoint["epoch"]), EpochProgress(step, seconds=float(partial["seconds"]))
+        elif by_rank:
+            partial = {**partial, **{name: sum(r[name] for r in by_rank) for name in ("loss_sum", "correct", "seen")}}
+        progress = EpochProgress(step, partial["loss_sum"], partial["correct"], int(partial["seen"]),
+                                 float(partial["seconds"]))
         return int(checkpoint["epoch"]), progress
 
 
