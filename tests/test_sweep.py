@@ -89,6 +89,24 @@ def test_submitit_local_executor_resumes_the_suite(swept, tmp_path):
     assert list((copy / "sweeps" / "tiny" / "slurm_logs").glob("*_result.pkl"))
 
 
+def test_retrain_runs_every_run_again_and_trains_each_stage_once(swept, tmp_path):
+    suite, results, _, _ = swept
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    before = {method: m["run_name"] for method, m in finished(copy).items()}
+    listed = invoke("sweep", suite, "--results", copy, "--dry-run", "--retrain").stdout
+    assert "already" not in listed and "done" not in listed and "(cached)" not in listed
+    result = invoke("sweep", suite, "--results", copy, "--retrain", "-q")
+    assert result.exit_code == 0, result.output
+    assert "2 run(s) done, 0 already finished" in result.stderr
+    runs = [json.loads(p.read_text()) for p in (copy / "runs").glob("*/metrics.json")]
+    new = [m for m in runs if m["run_name"] not in before.values()]
+    assert sorted(len(m["stages"]) for m in new) == [1, 2]
+    first_stages = [m["stages"][0] for m in new]
+    assert sorted(stage["reused"] for stage in first_stages) == [False, True]  # trained once, by this sweep
+    assert {stage["trained_by"] for stage in first_stages} <= {m["run_name"] for m in new}
+
+
 def test_an_interrupted_run_is_resumed_in_its_folder(swept, tmp_path):
     suite, results, _, _ = swept
     copy = tmp_path / "results"
