@@ -5,7 +5,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 

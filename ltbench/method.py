@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from .config import Range, Recipe, Stage
