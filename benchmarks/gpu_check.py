@@ -215,7 +215,7 @@ def part_speed(check: Check, state: dict) -> dict:
 def _ltbench_run(check: Check, part: str, method: str) -> dict:
     results = check.work / "results"
     command = [sys.executable, "-m", "ltbench", "run", "--method", method, "--device", check.device,
-               "--out", results, "--run-name", f"{method}-{part}", "-q"]
+               "--results", results, "--run-name", f"{method}-{part}", "-q"]
     if check.dry:
         command += ["--dataset", "digits-lt", "--recipe", "smoke", "--epochs", "1", "--stage2-epochs", "1",
                     "--precision", "fp32"]

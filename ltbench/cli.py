@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .config import RECIPES
 from .errors import ConfigError, LTBenchError
+
+RECIPE_NAMES = ", ".join(RECIPES)
 
 app = typer.Typer(
     help="Benchmark harness for long-tailed image recognition: DaSL next to cRT, LWS, tau-norm, NCM and label "
@@ -48,6 +51,18 @@ def parse_options(pairs: list[str] | None) -> dict:
     return options
 
 
+def _results_folder(results: Path, deprecated_out: Path | None) -> Path:
+    """``run --out DIR`` was the results folder; ``--results`` now names it in every command."""
+    if deprecated_out is None:
+        return results
+    if results != Path("results") and results != deprecated_out:
+        raise ConfigError(f"--out {deprecated_out} and --results {results} name two results folders; give only "
+                          "--results (--out is its old spelling)")
+    err.print("note: `ltbench run --out DIR` is deprecated; use --results DIR (the same option as in table, plot "
+              "and sweep)", markup=False, highlight=False, soft_wrap=True)
+    return deprecated_out
+
+
 PLUGINS_HELP = "Extra folder (or .py file) of method plugins; repeatable. Also read from $LTBENCH_PLUGINS."
 
 
@@ -66,8 +81,8 @@ def run(
     backbone: Optional[str] = typer.Option(None, help="Any timm model name (resnet32 for CIFAR is ours); "
                                            "default: the dataset's."),
     pretrained: bool = typer.Option(False, help="Load timm's pretrained weights (downloads them)."),
-    recipe: Optional[str] = typer.Option(None, help="Schedule preset: paper, imagenet, cpu, smoke; default: the "
-                                         "dataset's."),
+    recipe: Optional[str] = typer.Option(None, help=f"Schedule preset: {RECIPE_NAMES}; default: the dataset's "
+                                         "(`ltbench datasets`)."),
     epochs: Optional[int] = typer.Option(None, help="Stage-1 epochs (milestones and warm-up scale along)."),
     stage2_epochs: Optional[int] = typer.Option(None, help="Stage-2 epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size; the learning rate scales linearly with it."),
@@ -83,8 +98,9 @@ def run(
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the data sets (default $LTBENCH_DATA or "
                                              "~/data)."),
     download: bool = typer.Option(False, help="Let torchvision download the data set if it is missing."),
-    out_dir: Path = typer.Option(Path("results"), "--out", help="Results folder: runs go to OUT/runs/<name>/, "
-                                 "reusable stages to OUT/stages/<key>/."),
+    results: Path = typer.Option(Path("results"), "--results", help="Results folder: runs go to "
+                                 "RESULTS/runs/<name>/, reusable stages to RESULTS/stages/<key>/."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", hidden=True, help="Deprecated spelling of --results."),
     run_name: Optional[str] = typer.Option(None, help="Run folder name (default: method-dataset-IF-seed-time)."),
     plugins: Optional[List[Path]] = typer.Option(None, "--plugins", help=PLUGINS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
@@ -100,6 +116,9 @@ def run(
                                           "one."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward pass (pays a "
                                        "warm-up of tens of seconds; worth it for long GPU runs)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write the per-epoch scalars (loss, train "
+                                     "accuracy, lr, img/s) and each stage's test metrics for TensorBoard into "
+                                     "RUN/tensorboard/ (needs pip install 'ltbench[tensorboard]')."),
     retrain: bool = typer.Option(False, "--retrain", help="Train every stage afresh instead of reusing cached "
                                  "stage artifacts (which are then replaced); for changes the stage keys do not "
                                  "cover (see the README's 'Stage reuse')."),
@@ -113,6 +132,8 @@ def run(
     """
     from .config import RunConfig
     from .engine.launch import explicit_options, relaunch_with_torchrun
+
+    results = _results_folder(results, out_dir)
     from .engine.progress import Reporter
     from .engine.runner import execute
 
@@ -126,9 +147,9 @@ def run(
         profile=profile, backbone=backbone, pretrained=pretrained, recipe=recipe, epochs=epochs,
         stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, stage2_lr=stage2_lr, seed=seed,
         subset_seed=subset_seed, val_per_class=val_per_class, device=device, precision=precision,
-        data_root=str(data_root) if data_root else None, out=str(out_dir), run_name=run_name,
+        data_root=str(data_root) if data_root else None, out=str(results), run_name=run_name,
         plugins=[str(p) for p in plugins or []], resume=resume, eval_batch_size=eval_batch_size, workers=workers,
-        compile=compile_model, retrain_before=time.time() if retrain else None,
+        compile=compile_model, tensorboard=tensorboard, retrain_before=time.time() if retrain else None,
     )
     try:
         execute(config, Reporter(err, quiet=quiet), download=download,
@@ -199,7 +220,7 @@ def datasets(
     out.print(table)
 
 
-RESULTS_HELP = "Results folder holding runs/<name>/ (as written by `ltbench run --out`)."
+RESULTS_HELP = "Results folder holding runs/<name>/ (as written by `ltbench run --results`)."
 FILTER_HELP = "Only runs whose config.json has KEY=VALUE (e.g. method=crt, imbalance=100, method_options.beta=0.3); " \
               "repeatable: different keys must all match, a repeated key matches any of its values."
 
@@ -276,6 +297,8 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="List every run (done, or which stages it would train "
                                  "or reuse) and stop."),
     results: Path = typer.Option(Path("results"), "--results", help="Results folder the runs are written to."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding the data sets, for every run (overrides the "
+                                             "suite's data_root; default: it, else $LTBENCH_DATA or ~/data)."),
     partition: Optional[str] = typer.Option(None, help="slurm partition."),
     gpus_per_job: int = typer.Option(1, help="slurm GPUs per run."),
     cpus_per_job: int = typer.Option(8, help="slurm CPUs per run (data loading workers + main process)."),
@@ -298,7 +321,7 @@ def sweep(
     def log(message: str) -> None:
         err.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    suite = load_suite(suite_file, results)
+    suite = load_suite(suite_file, results, data_root)
     runs = plan_sweep(suite, results, executor, time.time() if retrain else None)
     if dry_run:
         for line in describe(runs, results):

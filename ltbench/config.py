@@ -295,6 +295,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
+    tensorboard: bool = False  # also write the per-epoch scalars for TensorBoard (RUN/tensorboard/)
     data_root: str | None = None
     out: str = "results"
     run_name: str | None = None

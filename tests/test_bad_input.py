@@ -103,7 +103,7 @@ def workspace(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("bad-input")
     out = root / "results"
-    result = invoke("run", "--method", "ce", *FAST, "--epochs", "1", "--out", out, "--run-name", "done")
+    result = invoke("run", "--method", "ce", *FAST, "--epochs", "1", "--results", out, "--run-name", "done")
     assert result.exit_code == 0, result.output
     shutil.copytree(out / "runs" / "done", out / "runs" / "half")
     (out / "runs" / "half" / "metrics.json").unlink()  # stopped before it finished, no checkpoint: resumable
@@ -238,7 +238,7 @@ def _checkpoint_of_epoch_1_kept(workspace, name: str) -> None:
 def _checkpoint_kept_and_the_run_resumes(workspace, name: str) -> None:
     """Space freed (the patch now lets checkpoints through): --resume finishes the run from epoch 1's."""
     _checkpoint_of_epoch_1_kept(workspace, name)
-    result = invoke("run", "-q", "--out", workspace["train_out"], "--run-name", name, "--resume")
+    result = invoke("run", "-q", "--results", workspace["train_out"], "--run-name", name, "--resume")
     assert result.exit_code == 0, result.output
     run = workspace["train_out"] / "runs" / name
     assert (run / "metrics.json").is_file() and len((run / "epochs.jsonl").read_text().splitlines()) == 2
@@ -299,15 +299,15 @@ CASES = [
          ["image {listed-folder}/train/n01440764/c (listed at {listed-folder}/ImageNet_LT_train.txt:2) is not a file"]),
     Case("image-undecodable-mid-training",
          ["--method", "ce", "--dataset", "tiny-lists-test", "--data-root", "{tiny}", "--epochs", "2",
-          "--run-name", "image-undecodable-mid-training", "--out", "{train_out}"],
+          "--run-name", "image-undecodable-mid-training", "--results", "{train_out}"],
          ["cannot decode image {tiny}/train/c1/4.png, listed at {tiny}/Tiny_train.txt:11",
           "replace the file or remove its line"],
          patch=_image_damaged_after_first_epoch, may_change=STOPPED_RUN, check=_checkpoint_of_epoch_1_kept),
     Case("disk-full-at-checkpoint",
-         ["--method", "ce", "--epochs", "2", "--run-name", "disk-full-at-checkpoint", "--out", "{train_out}"],
+         ["--method", "ce", "--epochs", "2", "--run-name", "disk-full-at-checkpoint", "--results", "{train_out}"],
          ["cannot write {train_out}/runs/disk-full-at-checkpoint/checkpoints/last.pt (No space left on device)",
           "free some space", "the last checkpoint {train_out}/runs/disk-full-at-checkpoint/checkpoints/last.pt is kept",
-          "continue with: ltbench run --out {train_out} --run-name disk-full-at-checkpoint --resume"],
+          "continue with: ltbench run --results {train_out} --run-name disk-full-at-checkpoint --resume"],
          patch=_disk_full_at_second_checkpoint, may_change=STOPPED_RUN, check=_checkpoint_kept_and_the_run_resumes),
     # run settings
     Case("imbalance-below-1", ["--imbalance", "0.5"], ["--imbalance 0.5: must be >= 1", "largest class count over"]),
@@ -343,7 +343,7 @@ CASES = [
     # run folders and names
     Case("run-name-with-slash", ["--run-name", "a/b"], ["one folder name"]),
     Case("run-name-too-long", ["--run-name", "r" * 300], ["--run-name is 300 bytes long", "at most 255"]),
-    Case("unwritable-out", ["--out", "{file}/results"], ["output folder {file}/results is not writable", "--out"]),
+    Case("unwritable-out", ["--results", "{file}/results"], ["output folder {file}/results is not writable", "--results"]),
     Case("run-name-in-use", ["--run-name", "done"], ["run 'done' already exists", "--run-name", "--resume"]),
     Case("resume-without-name", ["--resume"], ["--resume needs --run-name"]),
     Case("resume-nothing", ["--resume", "--run-name", "hlf"], ["nothing to resume", "no run 'hlf'", "did you mean 'half'"]),
@@ -395,8 +395,8 @@ def _changed(before: dict, after: dict, allowed: list[str]) -> list[str]:
 def test_bad_input_is_one_clear_line_and_changes_nothing(workspace, monkeypatch, case):
     args = [_fill(a, workspace) for a in case.args]
     if case.command == "run":
-        if "--out" not in args:
-            args += ["--out", str(workspace["out"])]
+        if "--results" not in args:
+            args += ["--results", str(workspace["out"])]
         if "--method" not in args and "--resume" not in args:  # a resumed run takes its method from config.json
             args = ["--method", "crt", *args]
         defaults = [a for a in FAST if a not in ("smoke", "--recipe")] if "--recipe" in args else FAST
@@ -428,7 +428,7 @@ def test_resume_of_a_run_that_is_still_running_is_refused(workspace):
     assert live.try_acquire()
     try:
         before = snapshot(workspace["root"])
-        result = invoke("run", "--out", workspace["out"], "--run-name", "half", "--resume", "-q")
+        result = invoke("run", "--results", workspace["out"], "--run-name", "half", "--resume", "-q")
         assert result.exit_code != 0 and "Traceback" not in result.output
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "run 'half' is still running" in lines[0] and f"pid {os.getpid()}" in lines[0]
@@ -441,7 +441,7 @@ def test_resume_of_a_run_that_is_still_running_is_refused(workspace):
 def test_unparsable_options_get_click_usage_errors_and_change_nothing(workspace, args):
     """Type errors are caught by the parser (usage + error box, exit 2): no traceback, nothing written."""
     before = snapshot(workspace["root"])
-    result = invoke("run", "--out", workspace["out"], *args)
+    result = invoke("run", "--results", workspace["out"], *args)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "Invalid value" in result.output or "No such option" in result.output
     assert snapshot(workspace["root"]) == before
@@ -458,7 +458,7 @@ def test_broken_plugin_still_lists_the_other_methods(workspace):
 
 def test_a_built_in_method_runs_despite_a_broken_plugin_folder(workspace, tmp_path):
     result = invoke("run", "--method", "ce", *FAST, "--epochs", "1", "--plugins", workspace["plugins"],
-                    "--out", tmp_path, "--run-name", "ok")
+                    "--results", tmp_path, "--run-name", "ok")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and "exploding.py failed to import" in warnings[0] and warnings[0].startswith("warning:")
@@ -472,7 +472,7 @@ def test_no_traceback_reaches_the_terminal(workspace, args, words):
     """The real entry point in a real process (stderr as a terminal user would see it)."""
     args = [_fill(a, workspace) for a in args]
     before = snapshot(workspace["root"])
-    proc = subprocess.run([sys.executable, "-m", "ltbench", "run", *FAST, *args, "--out", str(workspace["out"])],
+    proc = subprocess.run([sys.executable, "-m", "ltbench", "run", *FAST, *args, "--results", str(workspace["out"])],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "60"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stdout == ""

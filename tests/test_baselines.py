@@ -73,7 +73,7 @@ def bn_buffers(path) -> dict:
 
 def test_stage2_bn_train_re_estimates_the_statistics_and_frozen_keeps_them(tmp_path):
     for name, options in (("train", []), ("frozen", ["-o", "bn=frozen"])):
-        result = invoke("run", "--method", "crt", *options, *FAST, "--out", tmp_path, "--run-name", name)
+        result = invoke("run", "--method", "crt", *options, *FAST, "--results", tmp_path, "--run-name", name)
         assert result.exit_code == 0, result.output
     stage1 = json.loads((tmp_path / "runs" / "train" / "metrics.json").read_text())["stages"][0]["key"]
     before = bn_buffers(tmp_path / "stages" / stage1 / "model.pt")
@@ -83,8 +83,8 @@ def test_stage2_bn_train_re_estimates_the_statistics_and_frozen_keeps_them(tmp_p
 
 
 def test_tuning_without_a_validation_split_is_refused_before_training(tmp_path):
-    result = invoke("run", "--method", "tau-norm", *FAST, "--val-per-class", "0", "--out", tmp_path)
+    result = invoke("run", "--method", "tau-norm", *FAST, "--val-per-class", "0", "--results", tmp_path)
     assert result.exit_code != 0 and "no validation split apart from its test set" in result.output
     assert not (tmp_path / "runs").exists()
-    fixed = invoke("run", "--method", "tau-norm", "-o", "tau=1.0", *FAST, "--val-per-class", "0", "--out", tmp_path)
+    fixed = invoke("run", "--method", "tau-norm", "-o", "tau=1.0", *FAST, "--val-per-class", "0", "--results", tmp_path)
     assert fixed.exit_code == 0, fixed.output

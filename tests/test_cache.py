@@ -49,7 +49,7 @@ SCALE = 1.0
 
 
 def run(out: Path, method: str, name: str, *extra) -> dict:
-    result = invoke("run", "--method", method, *FAST, "--out", out, "--run-name", name, *extra)
+    result = invoke("run", "--method", method, *FAST, "--results", out, "--run-name", name, *extra)
     assert result.exit_code == 0, result.output
     return json.loads((out / "runs" / name / "metrics.json").read_text())
 
@@ -88,7 +88,7 @@ def test_post_stage_without_a_declaring_stage_is_refused(tmp_path):
     folder = tmp_path / "plugins"
     folder.mkdir()
     (folder / "undeclared.py").write_text(plugin.replace("posthoc-adjust", "undeclared-adjust"))
-    result = invoke("run", "--method", "undeclared-adjust", *FAST, "--out", tmp_path / "out", "--plugins", folder)
+    result = invoke("run", "--method", "undeclared-adjust", *FAST, "--results", tmp_path / "out", "--plugins", folder)
     assert result.exit_code != 0 and "declares a post-hoc step" in result.output
     assert not (tmp_path / "out").exists()
 
@@ -107,7 +107,7 @@ def test_editing_a_method_file_retrains_its_stage_and_retrain_forces_it(tmp_path
     plugin = tmp_path / "plugins" / "scaled_ce.py"
     plugin.parent.mkdir()
     plugin.write_text(EDITABLE_PLUGIN)
-    common = ("--method", "scaled-ce", "--plugins", plugin.parent, "--out", "out")
+    common = ("--method", "scaled-ce", "--plugins", plugin.parent, "--results", "out")
     first = cli(*common, "--run-name", "a", cwd=tmp_path)
     again = cli(*common, "--run-name", "b", cwd=tmp_path)
     assert not first["reused"] and again["reused"] and again["key"] == first["key"]

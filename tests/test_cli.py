@@ -33,7 +33,7 @@ def results(tmp_path_factory):
     """Every built-in method once, in one results folder (so stage 1 is shared)."""
     out = tmp_path_factory.mktemp("results")
     for method in BUILTIN:
-        result = invoke("run", "--method", method, *FAST, "--out", out, "--run-name", method)
+        result = invoke("run", "--method", method, *FAST, "--results", out, "--run-name", method)
         assert result.exit_code == 0, result.output
     return out
 
@@ -179,7 +179,7 @@ def test_tau_norm_picks_tau_on_validation(results):
 
 def test_existing_run_name_is_refused_and_kept(results):
     before = (results / "runs" / "ce" / "metrics.json").read_bytes()
-    result = invoke("run", "--method", "ce", *FAST, "--out", results, "--run-name", "ce")
+    result = invoke("run", "--method", "ce", *FAST, "--results", results, "--run-name", "ce")
     assert result.exit_code != 0 and "already exists" in result.output
     assert (results / "runs" / "ce" / "metrics.json").read_bytes() == before
 
@@ -193,7 +193,7 @@ def test_plugin_method_from_a_folder(tmp_path):
     assert "plugins" in listed.output  # the origin column shows the file path
     out = tmp_path / "results"
     result = invoke("run", "--method", "balanced-softmax", "--plugins", plugins, "-o", "prior_power=0.5", *FAST,
-                    "--out", out, "--run-name", "bs")
+                    "--results", out, "--run-name", "bs")
     assert result.exit_code == 0, result.output
     config = json.loads((out / "runs" / "bs" / "config.json").read_text())
     assert config["method_options"] == {"prior_power": 0.5}
@@ -201,7 +201,7 @@ def test_plugin_method_from_a_folder(tmp_path):
 
 
 def test_batch_size_scales_the_learning_rate(tmp_path):
-    result = invoke("run", "--method", "ce", *FAST, "--batch-size", "64", "--epochs", "1", "--out", tmp_path,
+    result = invoke("run", "--method", "ce", *FAST, "--batch-size", "64", "--epochs", "1", "--results", tmp_path,
                     "--run-name", "b64")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "runs" / "b64" / "config.json").read_text())
@@ -211,7 +211,7 @@ def test_batch_size_scales_the_learning_rate(tmp_path):
 
 def test_default_run_is_dasl_on_digits(tmp_path):
     result = invoke("run", "--precision", "fp32", "--recipe", "smoke", "--epochs", "1", "--stage2-epochs", "1",
-                    "-q", "--out", tmp_path, "--run-name", "default")
+                    "-q", "--results", tmp_path, "--run-name", "default")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "runs" / "default" / "config.json").read_text())
     assert config["method"] == "dasl" and config["dataset"] == "digits-lt"
@@ -221,7 +221,7 @@ def test_crt_on_real_cifar10_images(cifar10_folder, tmp_path):
     """The issue's real-data check, shortened: 1 + 1 epochs of cRT on CIFAR-10-LT IF100 JPEG folders."""
     result = invoke("run", "--method", "crt", "--dataset", "cifar10-lt", "--data-root", cifar10_folder,
                     "--recipe", "cpu", "--epochs", "1", "--stage2-epochs", "1", "--batch-size", "256",
-                    "--precision", "fp32", "-q", "--out", tmp_path, "--run-name", "c10")
+                    "--precision", "fp32", "-q", "--results", tmp_path, "--run-name", "c10")
     assert result.exit_code == 0, result.output
     metrics = metrics_of(tmp_path, "c10")
     config = json.loads((tmp_path / "runs" / "c10" / "config.json").read_text())
@@ -241,7 +241,7 @@ def test_crt_on_generated_places_lt_through_the_dataloader_path(tmp_path):
         write_list(tmp_path / "data" / "Places_LT" / f"Places_LT_{split}.txt", lines[split])
     result = invoke("run", "--method", "crt", "--dataset", "places-lt", "--data-root", tmp_path / "data",
                     "--backbone", "resnet18", "--recipe", "smoke", "--epochs", "1", "--stage2-epochs", "1",
-                    "--batch-size", "4", "--precision", "fp32", "-q", "--out", tmp_path / "out", "--run-name", "p")
+                    "--batch-size", "4", "--precision", "fp32", "-q", "--results", tmp_path / "out", "--run-name", "p")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "out" / "runs" / "p" / "config.json").read_text())
     assert config["class_counts"][:4] == [6, 3, 1, 0] and config["backbone"] == "resnet18"

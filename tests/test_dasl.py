@@ -255,11 +255,11 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("dasl-results")
-    result = invoke("run", "--method", "ce", *FAST, "--out", out, "--run-name", "ce")
+    result = invoke("run", "--method", "ce", *FAST, "--results", out, "--run-name", "ce")
     assert result.exit_code == 0, result.output
     for name, options in RUNS.items():
         opts = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
-        result = invoke("run", "--method", "dasl", *opts, *FAST, "--out", out, "--run-name", name)
+        result = invoke("run", "--method", "dasl", *opts, *FAST, "--results", out, "--run-name", name)
         assert result.exit_code == 0, result.output
     return out
 
@@ -394,14 +394,14 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path, options, fault):
     (plugins / "fault.py").write_text(FAULT_PLUGIN)
     opts = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
     args = ["--method", "dasl-fault", "--plugins", plugins, *opts, *FAST, "--epochs", "2"]
-    reference = invoke("run", *args, "--out", tmp_path / "ref", "--run-name", "r")
+    reference = invoke("run", *args, "--results", tmp_path / "ref", "--run-name", "r")
     assert reference.exit_code == 0, reference.output
     out = tmp_path / "stopped"
     env = {**os.environ, "DASL_TEST_FAULT": fault, "OMP_NUM_THREADS": "1"}  # the same threads as in-process
-    stopped = subprocess.run([sys.executable, "-m", "ltbench", "run", *map(str, args), "--out", str(out),
+    stopped = subprocess.run([sys.executable, "-m", "ltbench", "run", *map(str, args), "--results", str(out),
                               "--run-name", "r"], env=env, capture_output=True, text=True, timeout=120)
     assert stopped.returncode != 0 and not (out / "runs" / "r" / "metrics.json").exists(), stopped.stderr
-    resumed = invoke("run", "--out", out, "--run-name", "r", "--resume", "-q")
+    resumed = invoke("run", "--results", out, "--run-name", "r", "--resume", "-q")
     assert resumed.exit_code == 0, resumed.output
     a, b = read(tmp_path / "ref", "r", "metrics.json"), read(out, "r", "metrics.json")
     assert b["resumed_from"]["stage"] == int(fault.split(":")[0]) + 1 and b["resumed_from"]["step"] > 0

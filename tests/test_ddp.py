@@ -50,7 +50,7 @@ def ltbench(*args, env=None, timeout=240) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single")
-    result = CliRunner().invoke(app, ["run", *ARGS, "--out", str(out), "--run-name", "one"])
+    result = CliRunner().invoke(app, ["run", *ARGS, "--results", str(out), "--run-name", "one"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -60,7 +60,7 @@ def torchrun_full(tmp_path_factory) -> Path:
     """The documented launcher: torchrun --nproc_per_node=2 -m ltbench run ..."""
     out = tmp_path_factory.mktemp("ddp")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           "-m", "ltbench", "run", *ARGS, "--out", str(out), "--run-name", "two"],
+                           "-m", "ltbench", "run", *ARGS, "--results", str(out), "--run-name", "two"],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -148,7 +148,7 @@ def test_nproc_classifier_stage_matches_one_process(single, tmp_path):
     key = metrics_of(single, "one")["stages"][0]["key"]
     out = tmp_path / "results"
     shutil.copytree(single / "stages" / key, out / "stages" / key)
-    proc = ltbench("run", *ARGS, "--out", out, "--run-name", "two", "--nproc", "2")
+    proc = ltbench("run", *ARGS, "--results", out, "--run-name", "two", "--nproc", "2")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     one, two = metrics_of(single, "one"), metrics_of(out, "two")
@@ -187,18 +187,18 @@ def test_ddp_run_stopped_by_sigterm_resumes_bit_exactly(tmp_path):
     plugins.mkdir()
     (plugins / "sigterm.py").write_text(FAULT_PLUGIN)
     uninterrupted = tmp_path / "reference"  # the same method never stopped (its own folder: nothing reused)
-    reference_run = ltbench("run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--out", uninterrupted,
+    reference_run = ltbench("run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--results", uninterrupted,
                             "--run-name", "two", "--nproc", "2", "-q")
     assert reference_run.returncode == 0, reference_run.stderr
     out = tmp_path / "results"
-    common = ["run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--out", out, "--run-name", "t"]
+    common = ["run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--results", out, "--run-name", "t"]
     stopped = ltbench(*common, "--nproc", "2", env={"LTBENCH_TEST_TERM_AT": "0:1:4"})
     assert stopped.returncode == 143, stopped.stderr
     lines = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "after step 5" in lines[0] and "--resume --nproc 2" in lines[0]  # printed by rank 0 only
     saved = torch.load(out / "runs" / "t" / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["stage_index"], saved["epoch"], saved["step"], saved["world_size"]) == (0, 1, 5, 2)
-    resumed = ltbench("run", "--out", out, "--run-name", "t", "--resume", "--nproc", "2", "-q")
+    resumed = ltbench("run", "--results", out, "--run-name", "t", "--resume", "--nproc", "2", "-q")
     assert resumed.returncode == 0, resumed.stderr
     reference, result = metrics_of(uninterrupted, "two"), metrics_of(out, "t")
     for key in NUMBERS:

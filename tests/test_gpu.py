@@ -121,7 +121,7 @@ def test_bf16_autocast_run(tmp_path):
     conv = torch.nn.Conv2d(3, 8, 3).cuda()
     with autocast(torch.device("cuda"), "bf16"):
         assert conv(torch.randn(2, 3, 8, 8, device="cuda")).dtype == torch.bfloat16  # autocast is on
-    invoke("run", "--method", "crt", *RUN, "--precision", "bf16", "--out", tmp_path, "--run-name", "bf16")
+    invoke("run", "--method", "crt", *RUN, "--precision", "bf16", "--results", tmp_path, "--run-name", "bf16")
     config, metrics, log = run_files(tmp_path, "bf16")
     assert config["precision"] == "bf16" and config["device"].startswith("cuda")
     assert all(math.isfinite(e["loss"]) for e in log) and len(log) == 3
@@ -141,7 +141,7 @@ def test_fp16_run_steps_through_a_grad_scaler(tmp_path, monkeypatch):
             return super().step(optimizer, *args, **kwargs)
 
     monkeypatch.setattr(torch.amp, "GradScaler", CountingScaler)
-    invoke("run", "--method", "crt", *RUN, "--precision", "fp16", "--out", tmp_path, "--run-name", "fp16")
+    invoke("run", "--method", "crt", *RUN, "--precision", "fp16", "--results", tmp_path, "--run-name", "fp16")
     config, metrics, log = run_files(tmp_path, "fp16")
     assert config["precision"] == "fp16"
     batch = 32  # the smoke recipe's
@@ -175,7 +175,7 @@ def test_model_and_batches_are_channels_last(tmp_path):
 
 def test_compiled_run_trains_like_the_eager_run(tmp_path):
     """--compile (torch.compile of the forward pass): the same run in fp32, first-epoch loss within 2 %."""
-    common = ["--method", "ce", *RUN, "--precision", "fp32", "--epochs", "1", "--out", tmp_path]
+    common = ["--method", "ce", *RUN, "--precision", "fp32", "--epochs", "1", "--results", tmp_path]
     invoke("run", *common, "--run-name", "eager")
     invoke("run", *common, "--compile", "--run-name", "compiled")
     (_, eager, eager_log), (config, compiled, compiled_log) = run_files(tmp_path, "eager"), run_files(tmp_path, "compiled")
@@ -232,11 +232,11 @@ def test_killed_run_resumes_on_cuda(tmp_path, deterministic):
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     common = ["run", "--method", "crt-kill", "--plugins", plugins, *RUN, "--precision", "fp32"]
     ref_out, cut_out = tmp_path / "ref", tmp_path / "cut"  # apart: the killed run must not reuse ref's stage 1
-    reference = ltbench(*common, "--out", ref_out, "--run-name", "ref", env=env)
+    reference = ltbench(*common, "--results", ref_out, "--run-name", "ref", env=env)
     assert reference.returncode == 0, reference.stderr
-    killed = ltbench(*common, "--out", cut_out, "--run-name", "cut", env={**env, "LTBENCH_TEST_KILL_AT": "0:1:3"})
+    killed = ltbench(*common, "--results", cut_out, "--run-name", "cut", env={**env, "LTBENCH_TEST_KILL_AT": "0:1:3"})
     assert killed.returncode == -9, killed.stderr  # SIGKILL in stage 1, epoch 2, step 4: no chance to save
-    resumed = ltbench("run", "--out", cut_out, "--run-name", "cut", "--resume", "--device", "cuda", "-q", env=env)
+    resumed = ltbench("run", "--results", cut_out, "--run-name", "cut", "--resume", "--device", "cuda", "-q", env=env)
     assert resumed.returncode == 0, resumed.stderr
     (_, ref, ref_log), (_, cut, cut_log) = run_files(ref_out, "ref"), run_files(cut_out, "cut")
     assert cut["resumed_from"]["epoch"] == 1 and len(cut_log) == len(ref_log) == 3
@@ -255,7 +255,7 @@ def test_killed_run_resumes_on_cuda(tmp_path, deterministic):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason=f"DDP with NCCL needs 2+ GPUs; "
                     f"{torch.cuda.device_count()} visible")
 def test_ddp_with_nccl_on_two_gpus(tmp_path):
-    args = ["run", "--method", "crt", *RUN, "--precision", "fp32", "--out", tmp_path]
+    args = ["run", "--method", "crt", *RUN, "--precision", "fp32", "--results", tmp_path]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                            "-m", "ltbench", *map(str, args), "--run-name", "two"], capture_output=True, text=True,
                           timeout=300)

@@ -111,7 +111,7 @@ def plugins(tmp_path_factory) -> Path:
 def reference(plugins, tmp_path_factory) -> tuple[Path, str]:
     """The uninterrupted run every resumed run must reproduce exactly."""
     out = tmp_path_factory.mktemp("reference")
-    result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--out", out, "--run-name", "ref")
+    result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--results", out, "--run-name", "ref")
     assert result.exit_code == 0, result.output
     return out, "ref"
 
@@ -126,12 +126,12 @@ def test_sigkilled_run_resumes_bit_exactly(plugins, reference, tmp_path, fault, 
     if stage1_cached:
         key = metrics_of(*reference)["stages"][0]["key"]
         shutil.copytree(reference[0] / "stages" / key, out / "stages" / key)
-    killed = run_subprocess("--method", "crt-fault", "--plugins", plugins, *FAST, "--out", out, "--run-name", "r",
+    killed = run_subprocess("--method", "crt-fault", "--plugins", plugins, *FAST, "--results", out, "--run-name", "r",
                             fault=fault)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run = out / "runs" / "r"
     assert not (run / "metrics.json").exists() and (run / "checkpoints" / "last.pt").is_file()
-    resumed = invoke("run", "--out", out, "--run-name", "r", "--resume", "-q")  # settings from config.json
+    resumed = invoke("run", "--results", out, "--run-name", "r", "--resume", "-q")  # settings from config.json
     assert resumed.exit_code == 0, resumed.output
     assert_same_results(out, "r", reference)
     metrics = metrics_of(out, "r")
@@ -144,23 +144,23 @@ def test_sigkilled_run_resumes_bit_exactly(plugins, reference, tmp_path, fault, 
 
 def test_sigterm_saves_a_mid_epoch_checkpoint_and_resumes_bit_exactly(plugins, reference, tmp_path):
     out = tmp_path / "results"
-    stopped = run_subprocess("--method", "crt-fault", "--plugins", plugins, *FAST, "--out", out, "--run-name", "t",
+    stopped = run_subprocess("--method", "crt-fault", "--plugins", plugins, *FAST, "--results", out, "--run-name", "t",
                              fault="term:0:1:5")
     assert stopped.returncode == 128 + signal.SIGTERM
     lines = error_lines(stopped.stderr)
     assert len(lines) == 1 and "Traceback" not in stopped.stderr, stopped.stderr
     assert lines[0].startswith("error: stopped by SIGTERM in stage 1 (representation), epoch 2, after step 6")
-    assert f"ltbench run --out {out} --run-name t --resume" in lines[0]
+    assert f"ltbench run --results {out} --run-name t --resume" in lines[0]
     saved = torch.load(out / "runs" / "t" / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["stage_index"], saved["epoch"], saved["step"]) == (0, 1, 6)  # the step that ran is kept
-    resumed = invoke("run", "--out", out, "--run-name", "t", "--resume", "-q")
+    resumed = invoke("run", "--results", out, "--run-name", "t", "--resume", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert_same_results(out, "t", reference)
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous_one(plugins, reference, tmp_path):
     out = tmp_path / "results"
-    killed = run_subprocess("--method", "crt-fault", "--plugins", plugins, *FAST, "--out", out, "--run-name", "c",
+    killed = run_subprocess("--method", "crt-fault", "--plugins", plugins, *FAST, "--results", out, "--run-name", "c",
                             fault="kill:0:2:1")  # two epochs done: last.pt and prev.pt
     assert killed.returncode == -signal.SIGKILL
     folder = out / "runs" / "c" / "checkpoints"
@@ -170,7 +170,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(plugins, reference,
     last = folder / "last.pt"
     with open(last, "r+b") as f:
         f.truncate(last.stat().st_size // 3)
-    resumed = invoke("run", "--out", out, "--run-name", "c", "--resume", "-q")
+    resumed = invoke("run", "--results", out, "--run-name", "c", "--resume", "-q")
     assert resumed.exit_code == 0, resumed.output
     warning = error_lines(resumed.stderr)
     assert len(warning) == 1 and warning[0].startswith("warning:") and "last.pt is truncated or corrupt" in warning[0]
@@ -182,7 +182,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(plugins, reference,
     (bad_folder / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
     (bad_folder / "prev.pt").write_bytes((bad_folder / "prev.pt").read_bytes()[:1000])
     before = {p.name: p.read_bytes() for p in bad_folder.iterdir()}
-    refused = invoke("run", "--out", both_bad, "--run-name", "c", "--resume", "-q")
+    refused = invoke("run", "--results", both_bad, "--run-name", "c", "--resume", "-q")
     assert refused.exit_code != 0
     lines = error_lines(refused.stderr)
     assert len(lines) == 1 and "Traceback" not in refused.output
@@ -231,7 +231,7 @@ def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
 # NaN ------------------------------------------------------------------------------------------------
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(plugins, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "nan:0:1:3")
-    result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--out", tmp_path, "--run-name", "n")
+    result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--results", tmp_path, "--run-name", "n")
     assert result.exit_code == 3
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.output
@@ -248,7 +248,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(plugins, tmp_
 def test_out_of_memory_names_the_batch_size_and_a_smaller_one(plugins, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "oom:1:0:2")
     result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--batch-size", "64",
-                    "--out", tmp_path, "--run-name", "oom")
+                    "--results", tmp_path, "--run-name", "oom")
     assert result.exit_code != 0 and "Traceback" not in result.output
     lines = error_lines(result.stderr)
     assert len(lines) == 1, result.stderr
@@ -264,7 +264,7 @@ def test_corrupt_stage_artifact_is_reported_and_retrained(plugins, reference, tm
     key = metrics_of(*reference)["stages"][0]["key"]
     model = out / "stages" / key / "model.pt"
     model.write_bytes(model.read_bytes()[:5000])
-    result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--out", out, "--run-name", "ce")
+    result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--results", out, "--run-name", "ce")
     assert result.exit_code == 0, result.output
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("warning: stage artifact") and str(model) in lines[0]
@@ -331,7 +331,7 @@ def test_a_run_waits_for_a_held_stage_lock_then_trains(tmp_path):
     holder = StageLock(out / "stages" / f"{key}.lock", owner="someone-else")
     assert holder.try_acquire()
     proc = subprocess.Popen([sys.executable, "-m", "ltbench", "run", "--method", "ce", "--recipe", "smoke",
-                             "--precision", "fp32", "--device", "cpu", "--out", str(out), "--run-name", "w"],
+                             "--precision", "fp32", "--device", "cpu", "--results", str(out), "--run-name", "w"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         seen = ""
@@ -353,7 +353,7 @@ def test_a_run_waits_for_a_held_stage_lock_then_trains(tmp_path):
 
 def test_two_concurrent_runs_train_the_shared_stage_once(tmp_path):
     out = tmp_path / "results"
-    common = ["--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "--out", str(out)]
+    common = ["--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "--results", str(out)]
     procs = {method: subprocess.Popen([sys.executable, "-m", "ltbench", "run", "--method", method, *common,
                                        "--run-name", method], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       text=True)

@@ -41,6 +41,7 @@ from .locks import StageLock, describe_holder
 from .loop import EpochInterrupted, EpochProgress, LoopControl, evaluate, train_one_epoch
 from .precision import resolve_device, resolve_precision
 from .progress import Reporter
+from .scalars import ScalarLog, check_available
 
 LOCK_POLL_S = 0.5
 SHARED_HOOKS = Method()  # the hooks of the shared CE stage: the core's, whatever the method
@@ -230,9 +231,12 @@ class StageRunner:
         self._lock: StageLock | None = None
         self._artifact_state: dict | None = None
         self._announced: set = set()
+        self.scalars: ScalarLog | None = None  # --tensorboard
 
     def attach(self, run_name: str, run_dir: Path) -> None:
         self.run_name, self.run_dir = run_name, run_dir
+        if self.plan.config.tensorboard and self.dist.is_main:
+            self.scalars = ScalarLog(run_dir / "tensorboard")
 
     def resume_from(self, checkpoint: dict, path: Path) -> None:
         self.resume, self.resume_path, self.last_checkpoint = checkpoint, path, path
@@ -247,7 +251,7 @@ class StageRunner:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def resume_command(self) -> str:
-        command = f"ltbench run --out {shlex.quote(str(self.store.root))} --run-name {shlex.quote(self.run_name)} --resume"
+        command = f"ltbench run --results {shlex.quote(str(self.store.root))} --run-name {shlex.quote(self.run_name)} --resume"
         return command + (f" --nproc {self.dist.world}" if self.dist.enabled else "")
 
     # helpers --------------------------------------------------------------------------------------
@@ -342,6 +346,8 @@ class StageRunner:
                 record["post"] = plan.method.post_stage(state) or {}
             if stage.post or not stage.cached:
                 record["metrics"] = self._stage_metrics()
+            if self.scalars is not None:
+                self.scalars.stage_end(stage.name, stage.epochs, record.get("metrics"))
             self.stage_records.append(record)
 
     def hooks(self, stage: Stage) -> Method:
@@ -507,8 +513,10 @@ class StageRunner:
                     bar.epoch_done(epoch, stats)
                     dist.broadcast_tensors(list(self.model.buffers()))  # BN running statistics: rank 0's
                     if dist.is_main:
-                        append_jsonl(self.log_path, {"stage": stage.name, "stage_index": index, "epoch": epoch + 1,
-                                                     **stats})
+                        record = {"stage": stage.name, "stage_index": index, "epoch": epoch + 1, **stats}
+                        append_jsonl(self.log_path, record)
+                        if self.scalars is not None:
+                            self.scalars.epoch(record)
                     self._checkpoint(index, key, epoch + 1, optimizer, scaler, generator, started)
                     if epoch + 1 < stage.epochs and self._stop_agreed():
                         raise self._interrupted(f"in stage {index + 1} ({stage.name}) after epoch {epoch + 1}")
@@ -706,6 +714,9 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
         _check_run_name(config.run_name)
     if config.resume:
         config, saved = resume_config(config, explicit)
+    if config.tensorboard:
+        check_available()
+    reporter.log(f"reading {config.dataset} and planning the stages ...")
     plan = plan_run(config, download)
     if dist.enabled:
         plan.device = dist.device
@@ -717,6 +728,7 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
         reporter.warn(problem)
     for notice in plan.notices:
         reporter.log(notice)
+    reporter.log(f"building {plan.backbone} ...")
     runner = StageRunner(plan, store, reporter, dist, stop)  # builds the model: a bad backbone fails before any write
     run_lock: list[StageLock] = []  # rank 0 holds the run folder's lock while the run lives
     try:
@@ -782,6 +794,8 @@ def _train_and_finish(plan: Plan, runner: StageRunner, run_name: str, run_dir: P
             for r in per_class))
         save_state(run_dir / "model.pt", {"model": runner.model.state_dict(), "method": plan.method.state_dict()})
         write_json(run_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
+        if runner.scalars is not None:
+            runner.scalars.close()
         shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)  # model.pt is the final state
         for lock in run_lock:
             lock.release()
@@ -864,6 +878,7 @@ def resolved_config(plan: Plan, run_name: str, world: int = 1) -> dict:
     data_info = {k: v for k, v in plan.data.info.items() if k != "class_names"}
     config.update(
         run_name=run_name, run_key=plan.run_key, method_options=plan.method.options,
+        method_defaults=dict(type(plan.method).defaults),  # tables label changed options without importing it
         imbalance=plan.data.info.get("imbalance"), backbone=plan.backbone, recipe=plan.recipe_name,
         device=str(plan.device), precision=plan.precision, world_size=world, workers=resolved_workers(plan.config),
         stages=[{"name": s.name, "key": k, **s.spec()} for s, k in zip(plan.stages, plan.keys)],

@@ -42,7 +42,7 @@ def write_error(path: Path, exc: OSError) -> WriteError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         hint = "free some space on that disk"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "that folder is not writable: choose another with --out"
+        hint = "that folder is not writable: choose another (--results for runs, --out for a table or plot file)"
     else:
         hint = "check that disk and folder"
     return WriteError(f"cannot write {path} ({reason}); {hint}")
@@ -159,7 +159,7 @@ class RunStore:
             probe = tempfile.NamedTemporaryFile(dir=self.runs, prefix=".probe", delete=True)
             probe.close()
         except OSError as exc:
-            raise ConfigError(f"output folder {self.root} is not writable ({exc.strerror}); pass --out DIR") from None
+            raise ConfigError(f"output folder {self.root} is not writable ({exc.strerror}); pass --results DIR") from None
 
     def create_run(self, name: str) -> Path:
         run_dir = self.runs / name

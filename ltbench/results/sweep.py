@@ -212,8 +212,9 @@ def _entries(path: Path, suite: dict, methods: list[str], registry) -> list[tupl
     return entries
 
 
-def load_suite(path: str | Path, results: str | Path = "results") -> Suite:
-    """Read, validate and expand a suite file into (label, RunConfig) pairs writing to ``results``."""
+def load_suite(path: str | Path, results: str | Path = "results", data_root: str | Path | None = None) -> Suite:
+    """Read, validate and expand a suite file into (label, RunConfig) pairs writing to ``results``; a
+    ``data_root`` given here (``sweep --data-root``) replaces the suite's."""
     from ..data import DATASETS
     from ..registry import load_methods
 
@@ -230,6 +231,9 @@ def load_suite(path: str | Path, results: str | Path = "results") -> Suite:
             raise ConfigError(f"{path}: {exc}") from None
     axes = {k: v for k, v in settings.items() if isinstance(v, list) and k != "plugins"}
     fixed = {k: v for k, v in settings.items() if k not in axes}
+    if data_root is not None:  # not part of any key (the data's fingerprint is): finished runs stay finished
+        axes.pop("data_root", None)
+        fixed["data_root"] = str(Path(data_root).expanduser().resolve())
     out = str(Path(results).expanduser().resolve())  # jobs may start in another working directory
     runs = []
     for name, method, options in entries:

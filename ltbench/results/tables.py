@@ -132,7 +132,8 @@ def _unusable(folder: Path, config, metrics) -> str | None:
 def _row(folder: Path, config: dict, metrics: dict) -> dict:
     overrides = {k: config[k] for k in SCHEDULE_OVERRIDES if config.get(k) is not None}
     row = {"run": folder.name, "path": str(folder), "method": config["method"],
-           "options": config.get("method_options") or {}, "dataset": config["dataset"],
+           "options": config.get("method_options") or {}, "method_defaults": config.get("method_defaults"),
+           "dataset": config["dataset"],
            "imbalance": config.get("imbalance"), "profile": config.get("profile", "exp"),
            "backbone": config["backbone"], "recipe_name": config["recipe"],
            "recipe": config["recipe"] + (f"[{compact_options(overrides)}]" if overrides else ""),
@@ -187,18 +188,26 @@ def _most_common(values: list):
 
 
 def method_defaults(df: pd.DataFrame) -> dict[str, dict]:
-    """Each method's default options: its class's ``defaults``, else the most common value per option."""
-    from ..registry import METHODS, load_methods
-
-    try:
-        load_methods()
-    except Exception:  # noqa: BLE001  a method file being written must not stop tables reading files
-        pass
+    """Each method's default options as its runs recorded them (config.json ``method_defaults``), so tables
+    never import torch and label old runs by the defaults of their own time; runs written before that
+    record existed fall back to the installed class's ``defaults``, else the most common value per option."""
     defaults = {}
-    for method, options in df.groupby("method")["options"]:
+    recorded = df["method_defaults"] if "method_defaults" in df else pd.Series([None] * len(df), index=df.index)
+    for method, group in df.groupby("method"):
+        known = [d for d in recorded[group.index] if isinstance(d, dict)]
+        if len(known) == len(group):
+            defaults[method] = _most_common(known)
+            continue
+        from ..registry import METHODS, load_methods  # imports the method files, hence torch
+
+        try:
+            load_methods()
+        except Exception:  # noqa: BLE001  a method file being written must not stop tables reading files
+            pass
         if method in METHODS:
             defaults[method] = dict(METHODS.get(method).obj.defaults)
         else:
+            options = group["options"]
             keys = {k for o in options for k in o}
             defaults[method] = {k: _most_common([o.get(k) for o in options]) for k in keys}
     return defaults
