@@ -65,7 +65,8 @@ def run_files(out: Path, name: str) -> tuple[dict, dict, list[dict]]:
 
 # data on the device ---------------------------------------------------------------------------------
 def _loaders():
-    from ltbench.data import ArraySplit, Augment, TensorLoader
+    from ltbench.data import ArraySplit, Augment
+    from ltbench.data.loaders import TensorLoader
 
     rng = np.random.RandomState(0)
     split = ArraySplit(rng.randint(0, 256, (96, 16, 16, 3), dtype=np.uint8), np.repeat(np.arange(4), 24)[::-1].copy())

@@ -1,4 +1,5 @@
-"""Data: sources (registered datasets), long-tailed subsets, samplers and the two loader paths."""
+"""Data: sources (registered datasets), long-tailed subsets, samplers and the two loader paths (imported
+when a run needs them, so listing the datasets does not import torch)."""
 from __future__ import annotations
 
 import functools
@@ -6,13 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
 from ..registry import DATASETS
 from .base import ArraySplit, Augment, DatasetSource, FileSplit, Sources  # noqa: F401
 from .longtail import balanced_val_split, group_sizes, lt_subset, shot_groups
-from .loaders import FileLoader, TensorLoader
 from . import sources as _sources  # noqa: F401  (registers the datasets)
 
 DATA_ROOT_ENV = "LTBENCH_DATA"
@@ -50,7 +49,9 @@ class DataBundle:
         """Content fingerprint of the train and validation data (part of every stage key)."""
         return f"{self.train.fingerprint()}-{self.val.fingerprint() if self.val is not None else 'no-val'}"
 
-    def loader(self, split: str, device: torch.device, workers: int = 4):
+    def loader(self, split: str, device, workers: int = 4):
+        from .loaders import FileLoader, TensorLoader  # torch: imported by runs, not by `ltbench datasets`
+
         data = {"train": self.train, "val": self.val, "test": self.test}[split]
         src = self.source
         if isinstance(data, ArraySplit):

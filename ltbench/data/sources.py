@@ -56,9 +56,12 @@ class Digits(DatasetSource):
     test_per_class = 30  # balanced test part held out with a fixed seed, independent of the run seed
 
     def find(self, root: Path) -> Path | None:
-        import sklearn.datasets
+        import importlib.util  # where scikit-learn's data files are, without importing it (seconds)
 
-        folder = Path(sklearn.datasets.__file__).parent / "data"
+        spec = importlib.util.find_spec("sklearn")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
         return folder if (folder / "digits.csv.gz").is_file() else None
 
     def how_to_get(self) -> str:

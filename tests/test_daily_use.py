@@ -1,0 +1,123 @@
+"""Daily use: commands that never train start without torch, a piped run log has one full line per epoch,
+the rate and ETA are stage averages, --tensorboard mirrors epochs.jsonl, one --results vocabulary."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ltbench.cli import app
+
+SMOKE = ["--recipe", "smoke", "--epochs", "2", "--stage2-epochs", "1", "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def piped_run(tmp_path_factory):
+    """One cRT run as a user's shell would start it with its log piped to a file (not a terminal)."""
+    results = tmp_path_factory.mktemp("daily") / "results"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.run([sys.executable, "-m", "ltbench", "run", "--method", "crt", *SMOKE, "--tensorboard",
+                           "--results", str(results), "--run-name", "crt"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return results, proc.stderr
+
+
+def _imports_torch(args: list[str]) -> bool:
+    code = ("import sys\nfrom ltbench.cli import app\ntry:\n    app(%r)\nexcept SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules, 'timm' in sys.modules)" % (args,))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("TORCH")][-1]
+    return line != "TORCH False False"
+
+
+def test_help_table_plot_and_datasets_do_not_import_torch(piped_run, tmp_path):
+    results, _ = piped_run
+    assert not _imports_torch(["--help"])
+    assert not _imports_torch(["datasets"])
+    assert not _imports_torch(["table", "--results", str(results)])
+    assert not _imports_torch(["plot", "per-class", "--results", str(results), "--out", str(tmp_path / "p.png")])
+    assert _imports_torch(["methods"])  # the method files import torch: the check itself can tell
+
+
+def test_a_piped_run_log_has_one_full_line_per_epoch(piped_run):
+    _, log = piped_run
+    lines = log.splitlines()
+    assert lines[0].startswith("reading digits-lt") and lines[1].startswith("building resnet32")
+    epochs = [x for x in lines if " epoch " in x and x.startswith("stage ")]
+    assert [x.split(":")[0] for x in epochs] == ["stage 1/2 representation epoch 1/2", "stage 1/2 representation "
+                                                 "epoch 2/2", "stage 2/2 classifier epoch 1/1"]
+    assert all("loss" in x and "img/s" in x and "eta" in x for x in epochs)
+    assert any(len(x) > 80 for x in epochs)  # whole lines, not a bar cut to 80 columns
+    assert "━" not in log and any(x.startswith("stage 1/2 representation: 2 epoch(s) done in") for x in lines)
+
+
+def test_rate_and_eta_are_stage_averages_after_the_first_step(monkeypatch):
+    from ltbench.engine import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    logged = []
+    reporter = progress.Reporter(quiet=False)
+    reporter.log = logged.append
+    stage = types.SimpleNamespace(name="s", epochs=2)
+    with reporter.stage(0, 1, stage, "key", steps_per_epoch=5) as bar:
+        clock[0] += 30.0  # the first step pays the warm-up: not part of the rate
+        bar.step(0, 32)
+        assert bar.rate() is None and bar.eta() is None
+        for step in range(1, 5):
+            clock[0] += 1.0 if step % 2 else 3.0  # uneven batches: the average, not the last batch
+            bar.step(step, 32)
+        assert bar.rate() == pytest.approx(4 * 32 / 8.0) and bar.eta() == pytest.approx(5 * 2.0)
+        bar.epoch_done(0, {"loss": 1.0, "train_acc": 50.0, "images_per_s": 20.0})
+    assert "16 img/s in the stage" in logged[-2] and "eta 0:00:10" in logged[-2]
+    assert logged[-1].startswith("stage 1/1 s: 2 epoch(s) done in 0:00:38, 16 img/s on average")
+
+
+def test_tensorboard_scalars_are_the_epoch_records(piped_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    results, _ = piped_run
+    run = results / "runs" / "crt"
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    records = [json.loads(x) for x in (run / "epochs.jsonl").read_text().splitlines()]
+    for stage in ("representation", "classifier"):
+        ours = [(r["epoch"], r["loss"]) for r in records if r["stage"] == stage]
+        theirs = [(e.step, e.value) for e in events.Scalars(f"{stage}/loss")]
+        assert [s for s, _ in theirs] == [s for s, _ in ours]
+        assert [v for _, v in theirs] == pytest.approx([v for _, v in ours], rel=1e-6)
+    metrics = json.loads((run / "metrics.json").read_text())
+    final = events.Scalars("classifier/test_acc")[-1].value
+    assert final == pytest.approx(metrics["stages"][-1]["metrics"]["acc"], rel=1e-6)
+
+
+def test_run_results_option_and_the_deprecated_out(tmp_path):
+    result = CliRunner().invoke(app, ["run", "--method", "ce", *SMOKE, "-q", "--out", str(tmp_path / "old"),
+                                      "--run-name", "a"])
+    assert result.exit_code == 0, result.output
+    assert "deprecated; use --results" in result.output and (tmp_path / "old" / "runs" / "a" / "metrics.json").is_file()
+    both = CliRunner().invoke(app, ["run", "--method", "ce", *SMOKE, "--out", str(tmp_path / "x"), "--results",
+                                    str(tmp_path / "y")])
+    assert both.exit_code != 0 and "name two results folders" in both.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_sweep_data_root_replaces_the_suites(tmp_path):
+    from ltbench.results.sweep import load_suite
+
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nmethods = ["ce", "crt"]\ndatasets = ["digits-lt"]\nseeds = [0, 1]\n'
+                     'recipe = "smoke"\ndata_root = "/nowhere"\n')
+    assert {c.data_root for _, c in load_suite(suite, tmp_path).runs} == {"/nowhere"}
+    given = load_suite(suite, tmp_path, data_root=tmp_path / "data").runs
+    assert len(given) == 4 and {c.data_root for _, c in given} == {str((tmp_path / "data").resolve())}
+    dry = CliRunner().invoke(app, ["sweep", str(suite), "--results", str(tmp_path / "r"), "--data-root",
+                                   str(tmp_path / "data"), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "--data-root" in CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
