@@ -510,7 +510,8 @@ def _latex(table: Table) -> str:
         return _latex_escape(str(value))
 
     spec = "".join("r" if isinstance(v, Cell) else "l" for v in table.rows[0])
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(' '.join(filter(None, [table.title, table.note])))}}}",
+    caption = _latex_escape(" ".join(filter(None, [table.title, table.note])))
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(_latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
@@ -530,7 +531,8 @@ def _csv(table: Table) -> str:
         for column, value in zip(table.columns, row):
             if isinstance(value, Difference):
                 record.update({column: value.mean, f"{column} low": value.low, f"{column} high": value.high,
-                               f"{column} excludes 0": value.excludes_zero if value.mean is not None else None, f"{column} seeds": value.seeds,
+                               f"{column} excludes 0": value.excludes_zero if value.mean is not None else None,
+                               f"{column} seeds": value.seeds,
                                f"{column} note": value.why.removeprefix("- ").strip("()")})
             elif isinstance(value, Cell):
                 record[column], record[f"{column} std"] = value.mean, value.std
