@@ -264,8 +264,9 @@ def plot(
     metric: str = typer.Option("acc", help="What ablation and imbalance plot: acc, few_acc, ece, ... (a key of "
                                "metrics.json)."),
 ):
-    """Plot finished runs: DaSL ablation bars, per-class accuracy over train counts, reliability diagrams,
-    accuracy vs imbalance factor. Means over seeds, sample-std error bars."""
+    """Plot finished runs: DaSL ablation bars, per-class accuracy over train counts, reliability diagrams
+    (over the number of images per bin), accuracy vs imbalance factor. Means over seeds, sample-std error
+    bars. Ablation, per-class and reliability draw one panel per dataset × IF, backbone and recipe found."""
     from .results.plots import make_plot, save_figure
 
     figure = make_plot(kind, results, filters, metric, warn=_warn)
