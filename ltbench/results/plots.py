@@ -205,7 +205,7 @@ def reliability(df: pd.DataFrame, warn: Callable[[str], None] = warnings.warn) -
 
     def size(runs: pd.DataFrame) -> tuple[float, float]:
         labels = runs["label"].nunique()
-        return 3.2 * min(labels, 4), 4.4 * math.ceil(labels / 4) + 0.4
+        return 3.6 * min(labels, 4), 4.4 * math.ceil(labels / 4) + 0.6
 
     return _per_setting(settings(df), size, _reliability)
 
@@ -248,7 +248,7 @@ def _reliability(fig: Canvas, df: pd.DataFrame, context: str) -> None:
     diagrams[0].legend(fontsize="small", loc="upper left")
     for ax in diagrams[len(labels):] + histograms[len(labels):]:
         ax.set_visible(False)
-    fig.suptitle(f"Reliability ({ECE_BINS} bins, test set; images per bin below each): {context}")
+    fig.suptitle(f"Reliability ({ECE_BINS} bins, test set; images per bin below each)\n{context}")
 
 
 def imbalance(df: pd.DataFrame, metric: str = "acc", warn: Callable[[str], None] = warnings.warn) -> Figure:
