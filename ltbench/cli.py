@@ -227,7 +227,7 @@ def table(
                                               "squared distances of the test features; lower = more compact), nll, balanced_acc."),
     compare_to: Optional[str] = typer.Option(None, "--compare-to", metavar="METHOD", help="Add each row's top-1 "
                                              "difference to METHOD's (a row label without the recipe: crt, "
-                                             "dasl[beta=0.3]) in the same setting, with a 95 % paired bootstrap "
+                                             "dasl\\[beta=0.3]) in the same setting, with a 95 % paired bootstrap "
                                              "interval over test images from test_logits.npz (seeds combined); "
                                              "* where the interval excludes 0."),
     replicates: int = typer.Option(2000, "--replicates", help="Bootstrap replicates of --compare-to."),
