@@ -246,16 +246,24 @@ def table(
                                               "(repeatable): wrong_confidence (mean confidence of wrong "
                                               "predictions), feature_compactness (within-class over between-class "
                                               "squared distances of the test features; lower = more compact), nll, balanced_acc."),
+    compare_to: Optional[str] = typer.Option(None, "--compare-to", metavar="METHOD", help="Add each row's top-1 "
+                                             "difference to METHOD's (a row label without the recipe: crt, "
+                                             "dasl\\[beta=0.3]) in the same setting, with a 95 % paired bootstrap "
+                                             "interval over test images from test_logits.npz (seeds combined); "
+                                             "* where the interval excludes 0."),
+    replicates: int = typer.Option(2000, "--replicates", help="Bootstrap replicates of --compare-to."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write the table to this file (atomically)."),
 ):
     """Mean ± std over seeds of every finished run, grouped by method (+ options), dataset, IF, backbone, recipe.
 
     Unfinished run folders are skipped with a warning. Rows of the cpu/smoke/tiny recipes say so in their
-    label; the best value of each column is bold.
+    label; the best value of each column is bold. --compare-to says whether a difference is more than
+    test-set noise.
     """
     from .results.tables import build_table, output_format, render, to_rich, write_table
 
-    result = build_table(results, layout, metric, filters, with_reference, warn=_warn, extra=extra)
+    result = build_table(results, layout, metric, filters, with_reference, warn=_warn, extra=extra,
+                         compare_to=compare_to, replicates=replicates)
     fmt = output_format(fmt, out_file)
     if out_file:
         write_table(result, out_file, fmt)
@@ -277,8 +285,9 @@ def plot(
     metric: str = typer.Option("acc", help="What ablation and imbalance plot: acc, few_acc, ece, ... (a key of "
                                "metrics.json)."),
 ):
-    """Plot finished runs: DaSL ablation bars, per-class accuracy over train counts, reliability diagrams,
-    accuracy vs imbalance factor. Means over seeds, sample-std error bars."""
+    """Plot finished runs: DaSL ablation bars, per-class accuracy over train counts, reliability diagrams
+    (over the number of images per bin), accuracy vs imbalance factor. Means over seeds, sample-std error
+    bars. Ablation, per-class and reliability draw one panel per dataset × IF, backbone and recipe found."""
     from .results.plots import make_plot, save_figure
 
     figure = make_plot(kind, results, filters, metric, warn=_warn)

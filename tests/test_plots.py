@@ -132,8 +132,9 @@ def test_reliability_bins_from_the_saved_logits(tmp_path):
         digits_run(tmp_path, f"ce-{seed}", "ce", seed, 40.0, ece=3.0 + seed)
     digits_run(tmp_path, "crt-0", "crt", 0, 50.0, ece=7.25)
     fig = make_plot("reliability", tmp_path)
-    axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(axes) == 2
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() == "accuracy"]
+    histograms = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() == "images"]
+    assert len(axes) == 2 and len(histograms) == 2
     pooled = [logits_for(seed + 20) for seed in (0, 1)]  # digits_run seeds ce's logits with seed + 10 * 2
     logits = np.concatenate([p[0] for p in pooled]).astype(np.float64)
     labels = np.concatenate([p[1] for p in pooled])
@@ -144,8 +145,11 @@ def test_reliability_bins_from_the_saved_logits(tmp_path):
     heights = [p.get_height() for p in ce_ax.containers[0].patches]
     np.testing.assert_allclose(heights, expected["accuracy"], atol=1e-6)
     assert len(heights) == 15 and "ECE 3.50% ± 0.71" in ce_ax.get_title()
+    ce_counts = histograms[axes.index(ce_ax)]  # the histogram under ce's diagram: images per bin, log scale
+    assert [p.get_height() for p in ce_counts.patches] == list(expected["count"]) and sum(expected["count"]) == 600
+    assert ce_counts.get_yscale() == "log" and ce_counts.get_position().y1 < ce_ax.get_position().y0
     assert "ECE 7.25%" in next(ax for ax in axes if ax.get_title().startswith("crt")).get_title()
-    assert ce_ax.get_xlabel() == "confidence" and "15 bins" in fig.get_suptitle()
+    assert ce_counts.get_xlabel() == "confidence" and "15 bins" in fig.get_suptitle()
 
 
 def test_imbalance_lines_with_error_bars(tmp_path):
@@ -180,9 +184,55 @@ def test_cli_writes_png_and_pdf(tmp_path):
     assert result.exit_code != 0 and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_mixed_settings_ask_for_a_filter(tmp_path):
-    digits_run(tmp_path, "ce-0", "ce", 0, 40.0)
-    make_run(tmp_path, "ce-cifar", "ce", 0, 70.0)
-    result = invoke("plot", "per-class", "--results", tmp_path)
-    assert result.exit_code != 0 and "--filter" in result.stderr
-    assert invoke("plot", "per-class", "--results", tmp_path, "--filter", "dataset=digits-lt").exit_code == 0
+def test_several_settings_get_a_panel_each(tmp_path):
+    """The README's order: a quick-start run (recipe tiny), then the smoke sweep: per setting, not refused."""
+    logits, labels = logits_for(0)
+    for recipe, accs in {"tiny": [80.0, 70.0], "smoke": [40.0, 30.0]}.items():
+        for method, acc in zip(("dasl", "ce"), accs):
+            make_run(tmp_path, f"{method}-{recipe}", method, 0, acc, dataset="digits-lt", imbalance=20.0,
+                     recipe=recipe, per_class=[acc] * 10, train_counts=COUNTS, logits=logits, labels=labels,
+                     options=dasl_defaults() if method == "dasl" else None)
+    make_run(tmp_path, "ce-cifar", "ce", 0, 60.0, recipe="tiny", per_class=[60.0] * 10, train_counts=COUNTS,
+             logits=logits, labels=labels)
+    expected = ["digits-LT IF20 · resnet32 · recipe smoke", "digits-LT IF20 · resnet32 · recipe tiny"]
+    for kind in ("per-class", "reliability", "ablation"):
+        messages = []
+        fig = make_plot(kind, tmp_path, warn=messages.append)
+        panels = fig.subfigs
+        titles = [panel.get_suptitle() or panel.axes[0].get_title() for panel in panels]
+        if kind == "ablation":  # no dasl run on CIFAR: left out, and said so
+            assert len(panels) == 2 and messages == ["ablation plot: left out CIFAR-10-LT IF100 · resnet32 · recipe "
+                                                     "tiny (no dasl runs)"]
+        else:
+            assert len(panels) == 3 and "CIFAR-10-LT IF100 · resnet32 · recipe tiny · 1 seed" in titles[0]
+        assert all(name in title for name, title in zip(expected, titles[-2:])), titles
+    per_class = make_plot("per-class", tmp_path)  # each panel draws its own runs only
+    smoke = {line.get_label(): line.get_ydata()[0] for line in per_class.subfigs[1].axes[0].get_lines()}
+    assert smoke == {"dasl (smoke) (1 seed)": 40.0, "ce (smoke) (1 seed)": 30.0}
+    result = invoke("plot", "reliability", "--results", tmp_path)
+    assert result.exit_code == 0, result.output
+    single = make_plot("per-class", tmp_path, filters=["recipe=tiny", "dataset=digits-lt"])
+    assert not single.subfigs and "recipe tiny" in single.axes[0].get_title()
+
+
+def test_per_class_legend_leaves_the_tail_visible(tmp_path):
+    for method in ("ce", "crt", "lws", "dasl"):  # tail classes right, at the top, where a legend used to sit
+        digits_run(tmp_path, f"{method}-0", method, 0, 90.0, per_class=list(np.linspace(100, 90, 10)))
+    fig = make_plot("per-class", tmp_path)
+    fig.canvas.draw()  # Agg: lays the figure out as saved
+    ax = fig.axes[0]
+    legend = fig.legends[0].get_window_extent()
+    assert len(fig.legends[0].get_texts()) == 4 and not legend.overlaps(ax.get_window_extent())
+    assert legend.y1 < ax.get_window_extent().y0  # below the plot
+
+
+def test_imbalance_plot_says_when_only_one_factor_is_present(tmp_path):
+    make_run(tmp_path, "ce", "ce", 0, 60.0)
+    make_run(tmp_path, "crt", "crt", 0, 66.0)
+    messages = []
+    ax = make_plot("imbalance", tmp_path, warn=messages.append).axes[0]
+    assert "only IF 100 here" in ax.get_title() and len(messages) == 1 and "only IF 100" in messages[0]
+    make_run(tmp_path, "ce-10", "ce", 0, 80.0, imbalance=10.0)
+    messages.clear()
+    assert "only IF" not in make_plot("imbalance", tmp_path, warn=messages.append).axes[0].get_title()
+    assert not messages

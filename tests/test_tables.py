@@ -215,3 +215,100 @@ def test_extra_columns_mean_std_three_decimals_and_best(tmp_path):
     for args, message in [(("--extra", "acc"), "--extra acc: not a metric"), (("--extra", "nll"), "--layout long")]:
         result = invoke("table", "--results", tmp_path, *args)
         assert result.exit_code != 0 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --compare-to: differences with a paired bootstrap interval -------------------------------------------
+def logits_right_on(right: np.ndarray, labels: np.ndarray, classes: int = 10) -> np.ndarray:
+    """Logits whose prediction is the label exactly where ``right`` is True (the next class elsewhere)."""
+    predicted = np.where(right, labels, (labels + 1) % classes)
+    return np.eye(classes)[predicted] * 5.0
+
+
+def compare_runs_on(results: Path, rights: dict[str, list[np.ndarray]], labels: np.ndarray, **kwargs) -> None:
+    for method, per_seed in rights.items():
+        for seed, right in enumerate(per_seed):
+            make_run(results, f"{method}-{seed}", method, seed, 100.0 * right.mean(), logits=logits_right_on(
+                right, labels), labels=labels, **kwargs)
+
+
+def first_n(n: int, total: int = 1000) -> np.ndarray:
+    return np.arange(total) < n
+
+
+def test_paired_bootstrap_known_differences():
+    from ltbench.results.significance import paired_bootstrap
+
+    # A right on 50 more of 1000 images than B, never the other way: +5 points, se sqrt(.05 * .95 / 1000)
+    wide = paired_bootstrap([first_n(750).astype(float) - first_n(700)])
+    se = 100 * np.sqrt(0.05 * 0.95 / 1000)
+    assert wide.difference == pytest.approx(5.0)
+    assert wide.low == pytest.approx(5.0 - 1.96 * se, abs=0.25)  # a bootstrap of unpaired images: +-2.0
+    assert wide.high == pytest.approx(5.0 + 1.96 * se, abs=0.25)
+    assert wide.excludes_zero
+    # 3 images only A gets right, 2 only B: +0.1 points, well inside test-set noise
+    close = np.zeros(1000)
+    close[[700, 701, 702]], close[[0, 1]] = 1, -1
+    narrow = paired_bootstrap([close])
+    assert narrow.difference == pytest.approx(0.1) and narrow.low < 0 < narrow.high and not narrow.excludes_zero
+    # seeds combined: the mean of the per-seed differences, each seed's noise shrunk by the averaging
+    both = paired_bootstrap([first_n(750).astype(float) - first_n(700), first_n(730).astype(float) - first_n(700)])
+    se_both = 100 * np.sqrt(0.05 * 0.95 / 1000 + 0.03 * 0.97 / 1000) / 2
+    assert both.difference == pytest.approx(4.0) and both.seeds == 2
+    assert both.high - both.low == pytest.approx(2 * 1.96 * se_both, rel=0.15)
+    assert paired_bootstrap([close]) == narrow  # a fixed generator: the same interval every time
+
+
+def test_compare_to_marks_real_differences_only(tmp_path):
+    labels = np.arange(1000) % 10
+    close = first_n(703) & ~np.isin(np.arange(1000), [0, 1])  # 3 images more right, 2 fewer: +0.1
+    compare_runs_on(tmp_path, {"crt": [first_n(700), first_n(700)], "dasl": [first_n(750), first_n(730)],
+                               "lws": [close, close], "ce": [first_n(700), first_n(700)]}, labels)
+    table = build_table(tmp_path, "long", compare_to="crt")
+    assert table.columns[4:6] == ["all", "Δ vs crt"]
+    cells = {row[0]: row[5] for row in table.rows}
+    assert cells["crt"].text() == "reference"
+    assert cells["dasl"].mean == pytest.approx(4.0) and cells["dasl"].text().endswith(" *")
+    assert cells["lws"].mean == pytest.approx(0.1) and cells["lws"].low < 0 < cells["lws"].high
+    assert not cells["lws"].text().endswith("*")
+    assert cells["ce"].text() == "+0.00 [+0.00, +0.00]"  # the same predictions: exactly 0, not marked
+    assert cells["ce"].mean == 0 and cells["ce"].low == 0 == cells["ce"].high
+    error = build_table(tmp_path, "long", metric="error", compare_to="crt")
+    dasl = next(row[5] for row in error.rows if row[0] == "dasl")
+    assert (dasl.mean, dasl.low, dasl.high) == (-cells["dasl"].mean, -cells["dasl"].high, -cells["dasl"].low)
+
+    markdown = invoke("table", "--results", tmp_path, "--compare-to", "crt", "--format", "markdown").stdout
+    assert "| dasl | **74.00 ± 1.41** | +4.00 [+" in markdown and "paired bootstrap" in markdown.splitlines()[-1]
+    assert markdown == invoke("table", "--results", tmp_path, "--compare-to", "crt", "--format", "markdown").stdout
+    csv = invoke("table", "--results", tmp_path, "--compare-to", "crt", "--format", "csv").stdout.splitlines()
+    assert csv[0].split(",")[3:8] == ["Δ vs crt", "Δ vs crt low", "Δ vs crt high", "Δ vs crt excludes 0",
+                                      "Δ vs crt seeds"]
+    assert next(line for line in csv if line.startswith("dasl,")).split(",")[3:] == [
+        "4.0", f"{cells['dasl'].low}", f"{cells['dasl'].high}", "True", "2", ""]
+    assert next(line for line in csv if line.startswith("crt,")).split(",")[3:] == ["", "", "", "", "", "reference"]
+    _check_latex(render(table, "latex"))
+
+
+def test_compare_to_says_why_a_row_has_no_interval(tmp_path):
+    labels = np.arange(1000) % 10
+    compare_runs_on(tmp_path, {"crt": [first_n(700)], "dasl": [first_n(750), first_n(750)]}, labels)
+    make_run(tmp_path, "lws-0", "lws", 0, 69.0)  # no test_logits.npz
+    compare_runs_on(tmp_path, {"ce": [first_n(600)]}, labels, imbalance=50.0)  # no crt run at IF50
+    table = build_table(tmp_path, "paper", compare_to="crt")
+    assert table.columns == ["method", "CIFAR-10-LT IF100", "Δ vs crt (CIFAR-10-LT IF100)", "CIFAR-10-LT IF50",
+                             "Δ vs crt (CIFAR-10-LT IF50)"]
+    rows = {row[0]: row for row in table.rows}
+    assert rows["lws"][2].text() == "- (no test logits)" and rows["ce"][4].text() == "- (no crt run here)"
+    assert rows["ce"][2].text() == "-" and rows["crt"][2].text() == "reference"
+    assert rows["dasl"][2].text().endswith("* (1 of 2 seeds)")  # crt ran seed 0 only
+
+
+def test_compare_to_refuses_other_test_sets_and_unknown_methods(tmp_path):
+    labels = np.arange(1000) % 10
+    compare_runs_on(tmp_path, {"crt": [first_n(700)]}, labels)
+    compare_runs_on(tmp_path, {"dasl": [first_n(700)]}, np.roll(labels, 1))
+    for args, message in [(("--compare-to", "crt"), "test labels differ (at 1000 of 1000 images)"),
+                          (("--compare-to", "crt", "--filter", "method=dasl"), "no such method among the runs"),
+                          (("--compare-to", "crt", "--replicates", "10"), "--replicates 10")]:
+        result = invoke("table", "--results", tmp_path, *args)
+        assert result.exit_code != 0 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1

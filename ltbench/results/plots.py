@@ -4,6 +4,10 @@ Every function takes the runs frame of :func:`ltbench.results.tables.load_runs` 
 ``Figure`` built without pyplot (no global backend or figure state; saving renders with Agg), so tests can
 read back the plotted numbers from its artists. Values are means over seeds with sample-std error bars
 (0 for a single seed), the same numbers `ltbench table` prints.
+
+Ablation, per-class and reliability compare methods within one dataset × IF, backbone and recipe. Given
+runs of several (a quick-start run next to a smoke sweep), they draw one panel per setting, stacked in one
+file, each titled with its setting, rather than mixing them or refusing; --filter picks one.
 """
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 
 from ..errors import ConfigError, DataError
+from .significance import read_test_logits
 from .store import atomic_write, make_folder
 from .tables import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
 
@@ -39,15 +44,27 @@ def _n_seeds(n: int) -> str:
     return f"{n} seed{'s' if n > 1 else ''}"
 
 
-def _one_setting(df: pd.DataFrame, kind: str) -> str:
-    """The kinds that compare methods on one data set need one dataset × IF, backbone and recipe."""
-    combos = df[["setting", "backbone", "recipe"]].drop_duplicates()
-    if len(combos) > 1:
-        found = "; ".join(" / ".join(c) for c in combos.itertuples(index=False))
-        raise ConfigError(f"the {kind} plot compares runs of one dataset × IF, backbone and recipe, found {found}; "
-                          f"narrow it with --filter dataset=... --filter imbalance=... --filter recipe=...")
-    setting, backbone, recipe = combos.iloc[0]
-    return f"{setting} · {backbone} · recipe {recipe} · {_seeds(df)}"
+Canvas = Figure | SubFigure  # what a panel is drawn on: the figure, or its part for one setting
+
+
+def settings(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs split by dataset × IF, backbone and recipe, each with the line that names it; datasets in
+    name order, largest imbalance first, as the tables print them."""
+    ordered = df.assign(_imbalance=-df["imbalance"].astype(float).fillna(0)).sort_values(
+        ["dataset", "_imbalance", "profile", "backbone", "recipe"], kind="stable").drop(columns="_imbalance")
+    return [(f"{setting} · {backbone} · recipe {recipe} · {_seeds(runs)}", runs)
+            for (setting, backbone, recipe), runs in ordered.groupby(["setting", "backbone", "recipe"], sort=False)]
+
+
+def _per_setting(parts: list[tuple[str, pd.DataFrame]], size: Callable[[pd.DataFrame], tuple[float, float]],
+                 draw: Callable[[Canvas, pd.DataFrame, str], None]) -> Figure:
+    """One panel per setting, stacked; a single setting is the whole figure."""
+    sizes = [size(runs) for _, runs in parts]
+    fig = Figure(figsize=(max(w for w, _ in sizes), sum(h for _, h in sizes)), layout="constrained")
+    panels = [fig] if len(parts) == 1 else fig.subfigures(len(parts), 1, height_ratios=[h for _, h in sizes])
+    for panel, (context, runs) in zip(panels, parts):
+        draw(panel, runs, context)
+    return fig
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float]:
@@ -55,13 +72,22 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     return float(values.mean()), 0.0 if pd.isna(std) else float(std)
 
 
-def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
-    """DaSL variants as bars grouped by the switch that differs from DaSL's defaults, baselines apart."""
-    context = _one_setting(df, "ablation")
-    variants = df[df["method"] == ABLATED_METHOD]
-    if variants.empty:
+def ablation(df: pd.DataFrame, metric: str = "acc", warn: Callable[[str], None] = warnings.warn) -> Figure:
+    """DaSL variants as bars grouped by the switch that differs from DaSL's defaults, baselines apart; one
+    panel per setting that has DaSL runs (the others are named in a warning)."""
+    parts = [(context, runs) for context, runs in settings(df) if (runs["method"] == ABLATED_METHOD).any()]
+    if not parts:
         raise ConfigError(f"the ablation plot needs {ABLATED_METHOD} runs; found {', '.join(df['method'].unique())} "
                           f"(run benchmarks/dasl-ablation.toml)")
+    for context, runs in settings(df):
+        if not (runs["method"] == ABLATED_METHOD).any():
+            warn(f"ablation plot: left out {context.rsplit(' · ', 1)[0]} (no {ABLATED_METHOD} runs)")
+    width = lambda runs: (max(6.0, 0.8 * len(runs["label"].unique()) + 2), 4.5)  # noqa: E731
+    return _per_setting(parts, width, lambda panel, runs, context: _ablation(panel, runs, context, metric))
+
+
+def _ablation(fig: Canvas, df: pd.DataFrame, context: str, metric: str) -> None:
+    variants = df[df["method"] == ABLATED_METHOD]
     defaults = method_defaults(variants)[ABLATED_METHOD]
     # an option all dasl runs share (a suite's [options.dasl]) is the ablation's baseline, not a switch
     first = variants["options"].iloc[0]
@@ -79,7 +105,6 @@ def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
         groups.setdefault(name, []).append((tick, runs[metric]))
     order = ["defaults"] * ("defaults" in groups) + sorted(set(groups) - {"defaults", "baselines"}) \
         + ["baselines"] * ("baselines" in groups)
-    fig = Figure(figsize=(max(6.0, 0.8 * len(df["label"].unique()) + 2), 4.5), layout="constrained")
     ax = fig.add_subplot()
     x, ticks, labels, extent = 0.0, [], [], []
     for name in order:
@@ -102,7 +127,6 @@ def ablation(df: pd.DataFrame, metric: str = "acc") -> Figure:
         ax.set_ylabel(f"{AXIS_LABELS[metric]}, axis cut at {low - margin:.1f}")
     ax.set_title(f"DaSL ablation: {context}" + (f"\nevery dasl run: {compact_options(common)}" if common else ""))
     ax.legend(title="switch changed", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a bar
-    return fig
 
 
 def _read_per_class(run: pd.Series) -> pd.DataFrame:
@@ -121,9 +145,22 @@ def _read_per_class(run: pd.Series) -> pd.DataFrame:
 
 
 def per_class(df: pd.DataFrame) -> Figure:
-    """Per-class test accuracy (lines, one per method) over the train counts (log-scale bars behind)."""
-    context = _one_setting(df, "per-class")
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    """Per-class test accuracy (lines, one per method) over the train counts (log-scale bars behind); one
+    panel per setting."""
+    def size(runs: pd.DataFrame) -> tuple[float, float]:
+        labels = list(runs["label"].unique())
+        return 9.0, 4.5 + 0.2 * math.ceil(len(labels) / _legend_columns(labels))
+
+    return _per_setting(settings(df), size, _per_class)
+
+
+def _legend_columns(labels: list[str]) -> int:
+    """As many legend columns (up to 3) as labels this long fit across a 9-inch figure in small type."""
+    longest = max(len(label) for label in labels) + len(" (10 seeds)")
+    return max(1, min(3, int(8.5 // (0.075 * longest + 0.6))))
+
+
+def _per_class(fig: Canvas, df: pd.DataFrame, context: str) -> None:
     ax = fig.add_subplot()
     counts_ax = ax.twinx()
     first = _read_per_class(df.iloc[0])
@@ -140,37 +177,50 @@ def per_class(df: pd.DataFrame) -> Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"Per-class accuracy: {context}")
-    ax.legend(fontsize="small", loc="upper right")
-    return fig
+    # below the plot, not in it: the tail classes (right) are what the plot is for
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=_legend_columns(names), fontsize="small")
 
 
 def _confidences(run: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(run["path"]) / "test_logits.npz"
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            logits, labels = saved["logits"].astype(np.float64), saved["labels"]
-    except Exception as exc:  # noqa: BLE001  truncated zip (BadZipFile), EOF, missing key, bad dtype, ...
-        raise DataError(f"{path}: cannot read test logits ({type(exc).__name__}: {' '.join(str(exc).split())}); "
-                        f"the run folder is damaged: leave it out with --filter, or run it again") from None
-    if logits.ndim != 2 or labels.ndim != 1 or len(logits) != len(labels) or not logits.shape[1]:
-        raise DataError(f"{path}: logits {logits.shape} and labels {labels.shape} do not match (N x classes and N "
-                        f"expected); leave the run out with --filter, or run it again")
+    logits, labels = read_test_logits(run["path"])
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     return probs.max(1), probs.argmax(1) == labels
 
 
-def reliability(df: pd.DataFrame) -> Figure:
-    """One reliability diagram per method: accuracy per confidence bin (15 bins, seeds pooled)."""
+def reliability(df: pd.DataFrame, warn: Callable[[str], None] = warnings.warn) -> Figure:
+    """One reliability diagram per method: accuracy per confidence bin (15 bins, seeds pooled), over a
+    histogram of the images in each bin (a bin of a few images is noise, however far off it looks); one
+    panel per setting. Runs without test_logits.npz (made before runs kept them) are left out with a warning."""
+    kept = df[[(Path(path) / "test_logits.npz").is_file() for path in df["path"]]]
+    left_out = df[~df["run"].isin(kept["run"])]
+    if not left_out.empty:
+        warn(f"reliability plot: left out {len(left_out)} run(s) without test_logits.npz "
+             f"({', '.join(left_out['label'].unique())})")
+    if kept.empty:
+        raise ConfigError("the reliability plot needs test_logits.npz in the run folders, and none of these runs has "
+                          "it; run them again with the current ltbench")
+    df = kept
+
+    def size(runs: pd.DataFrame) -> tuple[float, float]:
+        labels = runs["label"].nunique()
+        return 3.6 * min(labels, 4), 4.4 * math.ceil(labels / 4) + 0.6
+
+    return _per_setting(settings(df), size, _reliability)
+
+
+def _reliability(fig: Canvas, df: pd.DataFrame, context: str) -> None:
     from ..metrics import ECE_BINS, reliability_bins
 
-    context = _one_setting(df, "reliability")
     labels = list(df["label"].unique())
     columns = min(len(labels), 4)
     rows = math.ceil(len(labels) / columns)
-    fig = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.4), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, label in zip(axes, labels):
+    # each method: the diagram and, below it, its bin counts (rows alternate 3:1)
+    grid = fig.subplots(2 * rows, columns, squeeze=False, gridspec_kw={"height_ratios": [3, 1] * rows})
+    diagrams = [grid[2 * (i // columns), i % columns] for i in range(rows * columns)]
+    histograms = [grid[2 * (i // columns) + 1, i % columns] for i in range(rows * columns)]
+    for ax, counts_ax, label in zip(diagrams, histograms, labels):
         runs = df[df["label"] == label]
         pooled = [_confidences(run) for _, run in runs.iterrows()]
         bins = reliability_bins(np.concatenate([c for c, _ in pooled]), np.concatenate([k for _, k in pooled]),
@@ -186,17 +236,24 @@ def reliability(df: pd.DataFrame) -> Figure:
         ax.set_title(f"{label}\nECE {ece:.2f}%" + (f" ± {ece_std:.2f}" if len(runs) > 1 else ""), fontsize="medium")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
-    axes[0].legend(fontsize="small", loc="upper left")
-    for ax in axes[len(labels):]:
+        ax.tick_params(labelbottom=False)  # the histogram below carries the confidence axis
+        counts_ax.bar(edges, bins["count"], width=width, align="edge", color="0.6", edgecolor="black",
+                      label="images per bin")
+        counts_ax.set_yscale("log")  # 1 image and 9,000 in one axis
+        counts_ax.set_ylim(0.5, max(2.0, bins["count"].max() * 2))
+        counts_ax.set_xlim(0, 1)
+        counts_ax.set_ylabel("images", fontsize="small")
+        counts_ax.set_xlabel("confidence")
+    diagrams[0].legend(fontsize="small", loc="upper left")
+    for ax in diagrams[len(labels):] + histograms[len(labels):]:
         ax.set_visible(False)
-    fig.suptitle(f"Reliability ({ECE_BINS} bins, test set): {context}")
-    return fig
+    fig.suptitle(f"Reliability ({ECE_BINS} bins, test set; images per bin below each)\n{context}")
 
 
-def imbalance(df: pd.DataFrame, metric: str = "acc") -> Figure:
-    """Accuracy vs imbalance factor, one line per method, one panel per dataset."""
+def imbalance(df: pd.DataFrame, metric: str = "acc", warn: Callable[[str], None] = warnings.warn) -> Figure:
+    """Accuracy vs imbalance factor, one line per method, one panel per dataset. A dataset run at one
+    factor only is a column of dots, not a trend: its panel and a warning say so."""
     df = df[df["imbalance"].notna()].astype({"imbalance": float})
     if df.empty:
         raise ConfigError("the imbalance plot needs runs with an imbalance factor (published LT splits have none)")
@@ -215,7 +272,12 @@ def imbalance(df: pd.DataFrame, metric: str = "acc") -> Figure:
         ax.set_xlabel("imbalance factor (max / min class count)")
         ax.set_ylabel(AXIS_LABELS[metric])
         recipes, seeds = ", ".join(runs["recipe"].unique()), _seeds(runs, ("label", "imbalance"))
-        ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} · recipe {recipes} · {seeds}")
+        title = f"{DATASET_NAMES.get(dataset, dataset)} · recipe {recipes} · {seeds}"
+        if len(factors) == 1:
+            only = f"only IF {factors[0]:g} here: run other imbalance factors (--imbalance) to see a trend"
+            warn(f"imbalance plot, {DATASET_NAMES.get(dataset, dataset)}: {only}")
+            title += f"\n{only}"
+        ax.set_title(title)
         ax.legend(fontsize="small")
     return fig
 
@@ -229,10 +291,10 @@ def make_plot(kind: str, results: str | Path, filters: list[str] | None = None, 
         raise ConfigError(f"unknown metric '{metric}' (choose {', '.join(METRICS)})")
     df = load_finished_runs(results, filters, warn)
     if kind == "ablation":
-        return ablation(df, metric)
+        return ablation(df, metric, warn)
     if kind == "imbalance":
-        return imbalance(df, metric)
-    return per_class(df) if kind == "per-class" else reliability(df)
+        return imbalance(df, metric, warn)
+    return per_class(df) if kind == "per-class" else reliability(df, warn)
 
 
 def save_figure(fig: Figure, out: str | Path) -> Path:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..errors import ConfigError, NotFoundError
 from .reference import REFERENCES, Reference
+from .significance import REPLICATES, paired_bootstrap, paired_differences
 from .store import make_folder, read_json, write_text
 
 METRICS = ("acc", "many_acc", "medium_acc", "few_acc", "balanced_acc", "ece", "nll", "wrong_confidence",
@@ -265,6 +266,67 @@ def _order(summary: pd.DataFrame) -> pd.DataFrame:
     return keyed.sort_values(["dataset", "_imb", "profile", "_method", "label"]).drop(columns=["_imb", "_method"])
 
 
+# differences to a reference method ---------------------------------------------------------------
+COMPARED = ["setting", "backbone", "recipe"]  # with the seed and the test images: what pairs two runs
+
+
+def _one_per_seed(runs: pd.DataFrame, warn: Callable[[str], None]) -> pd.DataFrame:
+    """Runs with test logits, one per seed (the last by folder name, i.e. the newest, where a seed ran twice)."""
+    runs = runs[[(Path(p) / "test_logits.npz").is_file() for p in runs["path"]]].sort_values(["seed", "run"])
+    repeated = runs[runs.duplicated("seed", keep="last")]
+    for run in repeated.itertuples():
+        warn(f"{run.label}, {run.setting}: seed {run.seed} ran more than once; --compare-to pairs the newest "
+             f"run of it, not {run.run}")
+    return runs.drop_duplicates("seed", keep="last").set_index("seed")
+
+
+def compare_runs(df: pd.DataFrame, reference: str, replicates: int = REPLICATES,
+                 warn: Callable[[str], None] = warnings.warn) -> dict[tuple[str, str], Difference]:
+    """Per (label, setting): top-1 of the row minus ``reference``'s (a method label: ``crt``, ``dasl[beta=0.3]``)
+    in the same setting, backbone and recipe, over the seeds both have (ltbench.results.significance)."""
+    if reference not in set(df["base"]):
+        raise ConfigError(f"--compare-to {reference}: no such method among the runs shown (they are "
+                          f"{', '.join(dict.fromkeys(df['base']))}); name one, with its options if any")
+    differences = {}
+    for (label, *setting), runs in df.groupby(["label", *COMPARED], sort=False):
+        key = (label, setting[0])
+        if runs["base"].iloc[0] == reference:
+            differences[key] = Difference(None, why="reference")
+            continue
+        same_setting = (df[COMPARED] == pd.Series(setting, index=COMPARED)).all(axis=1)
+        ref_runs = df[same_setting & (df["base"] == reference)]
+        if ref_runs.empty:
+            differences[key] = Difference(None, why=f"- (no {reference} run here)")
+            continue
+        mine, theirs = _one_per_seed(runs, warn), _one_per_seed(ref_runs, warn)
+        seeds = sorted(set(mine.index) & set(theirs.index))
+        if not seeds:
+            why = "no test logits" if mine.empty else f"no test logits of {reference}" if theirs.empty else \
+                f"no seed in common with {reference}"
+            differences[key] = Difference(None, why=f"- ({why})")
+            continue
+        interval = paired_bootstrap([paired_differences(mine.loc[s, "path"], theirs.loc[s, "path"]) for s in seeds],
+                                    replicates)
+        row_seeds = runs["seed"].nunique()
+        differences[key] = Difference(interval.difference, seeds=len(seeds), low=interval.low, high=interval.high,
+                                      of_seeds=row_seeds if len(seeds) < row_seeds else None)
+    return differences
+
+
+def _as_error(cell: Difference) -> Difference:
+    """The same difference in top-1 error (the sign flips)."""
+    if cell.mean is None:
+        return cell
+    return Difference(-cell.mean, seeds=cell.seeds, low=-cell.high, high=-cell.low, of_seeds=cell.of_seeds)
+
+
+def comparison_note(reference: str, replicates: int, error: bool) -> str:
+    what = "error" if error else "accuracy"
+    return (f"Δ vs {reference}: top-1 {what} of the row minus {reference}'s (points), mean over the seeds both ran, "
+            f"with a 95 % paired bootstrap interval over test images ({replicates} replicates, seeds combined; "
+            f"test-set noise for these trained models, not training noise); * where it excludes 0.")
+
+
 # table model -----------------------------------------------------------------------------------------
 @dataclass
 class Cell:
@@ -288,6 +350,29 @@ class Table:
     rows: list[list]  # str or Cell entries
     references: int = 0  # the last `references` rows are published numbers
     show_seeds: bool = False  # seed counts differ between cells: print them in brackets
+    note: str = ""  # printed under the table (a caption in LaTeX)
+
+
+@dataclass
+class Difference(Cell):
+    """A ``--compare-to`` cell: the row minus the reference method, with its 95 % interval (``mean`` None:
+    no interval, ``why`` says why)."""
+
+    low: float | None = None
+    high: float | None = None
+    of_seeds: int | None = None  # the row's seeds, when fewer were paired
+    why: str = ""
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.mean is not None and (self.low > 0 or self.high < 0)
+
+    def text(self, show_seeds: bool = False, pm: str = "±") -> str:
+        if self.mean is None:
+            return self.why or "-"
+        text = f"{self.mean:+.{self.digits}f} [{self.low:+.{self.digits}f}, {self.high:+.{self.digits}f}]"
+        text += " *" if self.excludes_zero else ""
+        return text + (f" ({self.seeds} of {self.of_seeds} seeds)" if self.of_seeds else "")
 
 
 def _num(value) -> float | None:
@@ -321,10 +406,15 @@ def _ref_cell(value: float | None, error: bool = False) -> Cell:
     return Cell(None if value is None else (100.0 - value if error else value))
 
 
+def _difference(differences: dict, label: str, setting: str, error: bool) -> Difference:
+    cell = differences.get((label, setting), Difference(None))
+    return _as_error(cell) if error else cell
+
+
 def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False,
-               extra: tuple[str, ...] = ()) -> Table:
+               extra: tuple[str, ...] = (), differences: dict | None = None, reference: str = "") -> Table:
     """One row per group: all / many / medium / few / ECE (/ the ``extra`` metrics) / seeds; best marked
-    within each dataset × IF."""
+    within each dataset × IF. With ``differences`` (compare_runs), a column of them follows "all"."""
     error = metric == "error"
     summary = _order(summary)
     sizes = summary[list(GROUPS)].drop_duplicates()
@@ -357,11 +447,18 @@ def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool 
                                   + ([] if uniform else [""]))
     what = "error" if error else "accuracy"
     title = f"Top-1 {what} (%) and ECE (%), mean ± std over seeds; best per dataset in bold"
+    if differences is not None:
+        columns.insert(5, f"Δ vs {reference}")
+        for i, row in enumerate(rows + references):  # rows follow the summary's order
+            row.insert(5, _difference(differences, summary["label"].iloc[i], row[1], error) if i < len(rows)
+                       else Difference(None))
     return Table(title, columns, rows + references, len(references))
 
 
-def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False) -> Table:
-    """Rows are methods, columns dataset × IF of top-1 accuracy (or error), as CIFAR-LT papers print."""
+def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False,
+                differences: dict | None = None, reference: str = "") -> Table:
+    """Rows are methods, columns dataset × IF of top-1 accuracy (or error), as CIFAR-LT papers print. With
+    ``differences`` (compare_runs), each dataset × IF column is followed by the differences in it."""
     error = metric == "error"
     summary = _order(summary)
     settings, labels = list(summary["setting"].unique()), list(summary["label"].unique())
@@ -383,13 +480,20 @@ def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool
             f"mean ± std over {seeds[0]}-{seeds[-1]} seeds (number in brackets)"
     title = f"Top-1 {'error' if error else 'accuracy'} (%), {over}; best per column in bold"
     rows += [[label, *ref_cells] for label, ref_cells in references.items()]
-    return Table(title, ["method", *settings], rows, len(references), show_seeds=len(seeds) > 1)
+    columns = ["method", *settings]
+    for i in reversed(range(len(settings)) if differences is not None else ()):  # from the right: no shifts
+        columns.insert(i + 2, f"Δ vs {reference}" + (f" ({settings[i]})" if len(settings) > 1 else ""))
+        for j, row in enumerate(rows):  # published rows (after ours) have no runs to pair
+            row.insert(i + 2, _difference(differences, labels[j], settings[i], error) if j < len(labels)
+                       else Difference(None))
+    return Table(title, columns, rows, len(references), show_seeds=len(seeds) > 1)
 
 
 # rendering -------------------------------------------------------------------------------------------
 def _latex_escape(text: str) -> str:
     specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
+                "Δ": r"$\Delta$"}
     return "".join(specials.get(ch, ch) for ch in text)
 
 
@@ -403,6 +507,7 @@ def _markdown(table: Table) -> str:
     align = ["--:" if isinstance(v, Cell) else ":--" for v in table.rows[0]]
     lines = [f"**{table.title}**", "", "| " + " | ".join(table.columns) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(entry(v) for v in row) + " |" for row in table.rows]
+    lines += ["", table.note] if table.note else []
     return "\n".join(lines) + "\n"
 
 
@@ -414,7 +519,8 @@ def _latex(table: Table) -> str:
         return _latex_escape(str(value))
 
     spec = "".join("r" if isinstance(v, Cell) else "l" for v in table.rows[0])
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(table.title)}}}",
+    caption = _latex_escape(" ".join(filter(None, [table.title, table.note])))
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(_latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
@@ -426,19 +532,27 @@ def _latex(table: Table) -> str:
 
 
 def _csv(table: Table) -> str:
-    """The numbers, not their formatting: a mean and a std column (and n, where seeds differ) per value."""
+    """The numbers, not their formatting: a mean and a std column (and n, where seeds differ) per value; a
+    difference, its interval, whether that excludes 0, the seeds paired and why there is none."""
     records = []
     for row in table.rows:
         record = {}
         for column, value in zip(table.columns, row):
-            if isinstance(value, Cell):
+            if isinstance(value, Difference):
+                record.update({column: value.mean, f"{column} low": value.low, f"{column} high": value.high,
+                               f"{column} excludes 0": value.excludes_zero if value.mean is not None else None,
+                               f"{column} seeds": value.seeds,
+                               f"{column} note": value.why.removeprefix("- ").strip("()")})
+            elif isinstance(value, Cell):
                 record[column], record[f"{column} std"] = value.mean, value.std
                 if table.show_seeds:
                     record[f"{column} seeds"] = value.seeds
             else:
                 record[column] = value
         records.append(record)
-    return pd.DataFrame(records).to_csv(index=False)
+    frame = pd.DataFrame(records)
+    counts = [c for c in frame.columns if c.endswith(" seeds")]
+    return frame.astype({c: "Int64" for c in counts}).to_csv(index=False)  # 2, not 2.0, beside empty cells
 
 
 def to_rich(table: Table):
@@ -446,7 +560,7 @@ def to_rich(table: Table):
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    rich_table = RichTable(title=Text(table.title))
+    rich_table = RichTable(title=Text(table.title), caption=Text(table.note) if table.note else None)
     for column, value in zip(table.columns, table.rows[0]):
         numbers = isinstance(value, Cell)
         rich_table.add_column(Text(column), justify="right" if numbers else "left", no_wrap=numbers)
@@ -494,8 +608,10 @@ def load_finished_runs(results: str | Path, filters: list[str] | None, warn: Cal
 
 def build_table(results: str | Path, layout: str = "paper", metric: str = "acc", filters: list[str] | None = None,
                 with_reference: bool = False, warn: Callable[[str], None] = warnings.warn,
-                extra: list[str] | None = None) -> Table:
-    """Scan, aggregate and lay out the runs of one results folder."""
+                extra: list[str] | None = None, compare_to: str | None = None,
+                replicates: int = REPLICATES) -> Table:
+    """Scan, aggregate and lay out the runs of one results folder (with ``compare_to``: and the difference of
+    each row to that method, with its interval)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown table layout '{layout}' (choose {', '.join(LAYOUTS)})")
     if metric not in TABLE_METRICS:
@@ -505,7 +621,16 @@ def build_table(results: str | Path, layout: str = "paper", metric: str = "acc",
         raise ConfigError(f"--extra {unknown[0]}: not a metric the table can add (choose {', '.join(EXTRA_COLUMNS)})")
     if extra and layout != "long":
         raise ConfigError("--extra adds columns to the long layout: add --layout long")
-    summary = summarize(load_finished_runs(results, filters, warn))
+    if replicates < 100:
+        raise ConfigError(f"--replicates {replicates}: too few for a 95 % interval's 2.5 and 97.5 percentiles; "
+                          f"use 1000 or more (default {REPLICATES})")
+    runs = load_finished_runs(results, filters, warn)
+    summary = summarize(runs)
+    differences = compare_runs(runs, compare_to, replicates, warn) if compare_to else None
     if layout == "paper":
-        return paper_table(summary, metric, with_reference)
-    return long_table(summary, metric, with_reference, tuple(dict.fromkeys(extra or ())))
+        table = paper_table(summary, metric, with_reference, differences, compare_to)
+    else:
+        table = long_table(summary, metric, with_reference, tuple(dict.fromkeys(extra or ())), differences, compare_to)
+    if compare_to:
+        table.note = comparison_note(compare_to, replicates, metric == "error")
+    return table
