@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .calibration import ECE_BINS, reliability_bins  # noqa: F401
 from .data.longtail import GROUP_NAMES, shot_groups
-
-ECE_BINS = 15
 
 
 def expected_calibration_error(confidences, correct, bins: int = ECE_BINS) -> float:
@@ -24,18 +23,6 @@ def expected_calibration_error(confidences, correct, bins: int = ECE_BINS) -> fl
         if in_bin.any():
             ece += in_bin.double().mean() * (corr[in_bin].mean() - conf[in_bin].mean()).abs()
     return float(ece)
-
-
-def reliability_bins(confidences, correct, bins: int = ECE_BINS) -> dict:
-    """Per-bin accuracy, confidence and count (for reliability diagrams)."""
-    conf = np.asarray(confidences, dtype=np.float64)
-    corr = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
-    count = np.bincount(which, minlength=bins)
-    acc = np.bincount(which, weights=corr, minlength=bins) / np.maximum(count, 1)
-    mean_conf = np.bincount(which, weights=conf, minlength=bins) / np.maximum(count, 1)
-    return {"edges": edges, "accuracy": acc, "confidence": mean_conf, "count": count}
 
 
 def feature_compactness(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:

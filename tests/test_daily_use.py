@@ -41,7 +41,9 @@ def test_help_table_plot_and_datasets_do_not_import_torch(piped_run, tmp_path):
     assert not _imports_torch(["--help"])
     assert not _imports_torch(["datasets"])
     assert not _imports_torch(["table", "--results", str(results)])
-    assert not _imports_torch(["plot", "per-class", "--results", str(results), "--out", str(tmp_path / "p.png")])
+    for kind in ("per-class", "reliability"):
+        assert not _imports_torch(["plot", kind, "--results", str(results), "--out", str(tmp_path / f"{kind}.png")])
+        assert (tmp_path / f"{kind}.png").is_file()
     assert _imports_torch(["methods"])  # the method files import torch: the check itself can tell
 
 

@@ -211,7 +211,7 @@ def reliability(df: pd.DataFrame, warn: Callable[[str], None] = warnings.warn) -
 
 
 def _reliability(fig: Canvas, df: pd.DataFrame, context: str) -> None:
-    from ..metrics import ECE_BINS, reliability_bins
+    from ..calibration import ECE_BINS, reliability_bins
 
     labels = list(df["label"].unique())
     columns = min(len(labels), 4)
