@@ -139,6 +139,11 @@ def run(
         raise typer.Exit(exc.exit_code)
 
 
+# the order `ltbench methods` lists the families in (a method's ``family``; others come last, as "other")
+FAMILIES = ("baseline", "re-weighting", "re-sampling", "margin", "logit adjustment", "decoupling", "augmentation",
+            "DaSL")
+
+
 @app.command()
 @user_errors
 def methods(
@@ -153,15 +158,21 @@ def methods(
     for problem in registry.load_errors:
         err.print(f"warning: {problem}", markup=False, highlight=False)
     entries = [registry.get(name)] if name else registry.entries()
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    entries.sort(key=lambda e: (order.get(getattr(e.obj, "family", ""), len(order)), e.name))
     table = Table(title="ltbench methods")
-    for column in ("method", "summary", "stages", "origin"):
+    for column in ("family", "method", "summary", "stages", "reference", "origin"):
         table.add_column(column, overflow="fold")
+    previous = None
     for entry in entries:
         try:
             stages = " -> ".join(f"{s.name}[{s.trainable}, {s.sampler}]" for s in entry.obj().stages(RECIPES["paper"]))
         except LTBenchError as exc:
             stages = f"(cannot list: {exc})"
-        table.add_row(entry.name, entry.summary, stages, entry.origin)
+        family = getattr(entry.obj, "family", "") or "other"
+        table.add_row(family if family != previous else "", entry.name, entry.summary, stages,
+                      getattr(entry.obj, "reference", ""), entry.origin, end_section=False)
+        previous = family
     out.print(table)
     if name:
         cls = entries[0].obj
