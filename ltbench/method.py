@@ -113,6 +113,11 @@ class Method:
         raise NotImplementedError
 
     # hooks (all optional) --------------------------------------------------------------------------
+    def stage_hooks(self, index: int) -> "Method":
+        """Whose hooks train stage ``index`` of this method's stages: itself by default; a method built from
+        others' stages returns theirs (MiSLAS: mixup's for stage 1). Its code joins the stage key."""
+        return self
+
     def setup(self, model: LTModel, data: DataInfo) -> None:
         """Add extra modules to ``model.extras`` before any stage runs (or is loaded from cache)."""
 

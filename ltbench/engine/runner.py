@@ -89,7 +89,12 @@ def stage_code(method: Method, stages: list[Stage]) -> list[str]:
     from ..fingerprint import core_code, method_code
 
     own = method_code(method)
-    return [core_code() if stage.shared else f"{core_code()}+{own}" for stage in stages]
+    codes = []
+    for index, stage in enumerate(stages):
+        hooks = method.stage_hooks(index)
+        extra = f"+{method_code(hooks)}" if hooks is not method else ""  # another method's hooks train it
+        codes.append(core_code() if stage.shared else f"{core_code()}+{own}{extra}")
+    return codes
 
 
 def stage_keys(data_spec: dict, backbone: str, pretrained: bool, seed: int, precision: str,
@@ -369,8 +374,12 @@ class StageRunner:
 
     def hooks(self, stage: Stage) -> Method:
         """Whose hooks train ``stage``: the shared CE stage is the core's alone (base ``Method``), so no
-        method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's."""
-        return SHARED_HOOKS if stage.shared else self.plan.method
+        method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's; any
+        other stage the method's ``stage_hooks`` (itself, unless it is built from other methods' stages)."""
+        if stage.shared:
+            return SHARED_HOOKS
+        index = next(i for i, s in enumerate(self.plan.stages) if s is stage or s == stage)
+        return self.plan.method.stage_hooks(index)
 
     def _claim(self, index: int, stage: Stage, key: str) -> str:
         """'reuse' when a complete artifact exists (waiting while another run trains it), else 'train'
