@@ -26,7 +26,7 @@ from ltbench.models import LogitScales, build_model
 from test_cli import FAST, invoke
 
 COUNTS = torch.tensor([500, 100, 20, 5])
-NEW = ("focal", "cb", "drw", "drs", "ldam-drw", "balanced-softmax", "la-loss", "posthoc-la", "mixup")
+NEW = ("focal", "cb", "drw", "drs", "ldam-drw", "balanced-softmax", "la-loss", "posthoc-la", "mixup", "mislas")
 
 
 def state_for(method: Method, epoch: int = 0, recipe: str = "paper", index: int = 0) -> StageState:
@@ -147,6 +147,18 @@ def test_mixup_with_alpha_0_is_the_identity_and_otherwise_mixes_pairs():
     lam, perm = float(np.random.beta(1.0, 1.0)), torch.randperm(6)
     assert mixed["lam"] == lam and torch.equal(mixed["y_b"], y[perm]) and torch.equal(mixed["y"], y)
     torch.testing.assert_close(mixed["x"], lam * x + (1 - lam) * x[perm])
+
+
+def test_mislas_trains_stage_1_with_mixups_hooks_and_stage_2_with_label_aware_smoothing():
+    mislas = create_method("mislas")
+    stage1, stage2 = mislas.stages(get_recipe("paper"))
+    assert stage1 == create_method("mixup").stages(get_recipe("paper"))[0] and not stage1.shared
+    assert stage2 == create_method("las").stages(get_recipe("paper"))[1]
+    assert mislas.stage_hooks(0).name == "mixup" and mislas.stage_hooks(1) is mislas
+    from ltbench.engine.runner import stage_code
+    from ltbench.fingerprint import method_code
+    codes = stage_code(mislas, [stage1, stage2])
+    assert codes[0].endswith(method_code(mislas.stage_hooks(0))) and codes[0] != codes[1]  # mixup.py is in its key
 
 
 def test_model_head_follows_the_extras_roles_not_their_names():
