@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .errors import ConfigError, LTBenchError
 
@@ -161,18 +162,20 @@ def methods(
     order = {family: i for i, family in enumerate(FAMILIES)}
     entries.sort(key=lambda e: (order.get(getattr(e.obj, "family", ""), len(order)), e.name))
     table = Table(title="ltbench methods")
-    for column in ("family", "method", "summary", "stages", "reference", "origin"):
+    for column in ("method", "family", "summary (reference implementation)", "stages", "origin"):
         table.add_column(column, overflow="fold")
-    previous = None
-    for entry in entries:
+    families = [getattr(entry.obj, "family", "") or "other" for entry in entries]
+    for i, entry in enumerate(entries):
         try:
             stages = " -> ".join(f"{s.name}[{s.trainable}, {s.sampler}]" for s in entry.obj().stages(RECIPES["paper"]))
         except LTBenchError as exc:
             stages = f"(cannot list: {exc})"
-        family = getattr(entry.obj, "family", "") or "other"
-        table.add_row(family if family != previous else "", entry.name, entry.summary, stages,
-                      getattr(entry.obj, "reference", ""), entry.origin, end_section=False)
-        previous = family
+        last_of_family = i + 1 == len(entries) or families[i + 1] != families[i]  # a rule between families
+        summary = Text(entry.summary)
+        reference = getattr(entry.obj, "reference", "")
+        if reference:
+            summary.append(f"\nreference: {reference}", style="dim")
+        table.add_row(entry.name, families[i], summary, stages, entry.origin, end_section=last_of_family)
     out.print(table)
     if name:
         cls = entries[0].obj
