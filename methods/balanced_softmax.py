@@ -1,6 +1,6 @@
 """Balanced Softmax (Ren et al. 2020): cross-entropy on z + log n_c, n_c the train count of class c, one stage;
-plain logits at test time (BagofTricks-LT lib/loss/loss_impl/balanced_softmax_cross_entropy_loss.py:17-25,
-without DRW; jiawei-ren/BalancedMetaSoftmax-Classification's BalancedSoftmaxLoss adds log n_c the same way)."""
+plain logits at test time (BagofTricks-LT lib/loss/loss_impl/balanced_softmax_cross_entropy_loss.py:14-26,
+weight_list = the class counts, without DRW)."""
 import torch
 from torch.nn import functional as F
 
@@ -15,7 +15,7 @@ def balanced_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, counts: to
                  "training (Ren et al. 2020)")
 class BalancedSoftmax(Method):
     family = "logit adjustment"
-    reference = "zhangyongshun/BagofTricks-LT lib/loss/loss_impl/balanced_softmax_cross_entropy_loss.py:17-25"
+    reference = "zhangyongshun/BagofTricks-LT lib/loss/loss_impl/balanced_softmax_cross_entropy_loss.py:14-26"
 
     def stages(self, recipe):
         return [recipe.representation(loss="balanced-softmax")]

@@ -1,8 +1,8 @@
 """Class-balanced loss (Cui et al. 2019): every image weighted by w_y = (1 - beta) / (1 - beta^n_y), normalised to
 sum to the number of classes, from the first epoch (BagofTricks-LT lib/loss/loss_impl/class_balanced_loss.py:
-24-27). ``loss=softmax``: weighted CE, the weighted mean of F.cross_entropy (ClassBalanceCE, loss_base.py:25);
+26-28). ``loss=softmax``: weighted CE, the weighted mean of F.cross_entropy (ClassBalanceCE, loss_base.py:25);
 ``loss=focal``: sigmoid focal loss, sum over classes of BCE * (1 - p_t)^gamma times w_y, summed and divided by
-the batch size (ClassBalanceFocal, class_balanced_loss.py:61-76), as richardaecn/class-balanced-loss.
+the batch size (ClassBalanceFocal, class_balanced_loss.py:67-79), as richardaecn/class-balanced-loss.
 beta 0.9999 (LDAM-DRW's "Reweight" rule, cifar_train.py:199-205; BagofTricks-LT's default is 0.999), gamma 0.5
 (BagofTricks-LT lib/config/default.py, LOSS.ClassBalanceFocal.GAMMA)."""
 import torch

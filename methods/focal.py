@@ -1,7 +1,7 @@
 """Focal loss (Lin et al. 2017) in its softmax form, as LDAM-DRW's CIFAR baseline: FL = (1 - p_y)^gamma CE, with
 p_y = exp(-CE), averaged over the batch (kaidic/LDAM-DRW losses.py:7-21; gamma 1 for its "Focal" row,
 cifar_train.py:221-222). gamma = 0 is cross-entropy. BagofTricks-LT's FocalLoss (lib/loss/loss_impl/
-focal_loss.py:26-38) is the sigmoid form; ``cb -o loss=focal`` is that one, with class-balanced weights."""
+focal_loss.py:26-40) is the sigmoid form; ``cb -o loss=focal`` is that one, with class-balanced weights."""
 import torch
 from torch.nn import functional as F
 

@@ -1,7 +1,8 @@
 """mixup (Zhang et al. 2018) as MiSLAS' stage 1: each batch mixed with a permutation of itself,
 x = lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha) (1 when alpha = 0), loss lam CE(z, y) + (1 - lam)
-CE(z, y[perm]) (dvlab-research/MiSLAS methods.py mixup_data / mixup_criterion, imported at train_stage1.py:35;
-alpha 1.0, config/cifar10/cifar10_imb001_stage1_mixup.yaml:45-46). One lam per batch from NumPy's generator and
+CE(z, y[perm]) (dvlab-research/MiSLAS: mixup_data / mixup_criterion imported at train_stage1.py:35 from its
+methods.py, not in the index read for this change: written after the mixup_data copies that cite
+facebookresearch/mixup-cifar10 train.py, lam = np.random.beta(alpha, alpha), one torch.randperm; alpha 1.0, config/cifar10/cifar10_imb001_stage1_mixup.yaml:45-46). One lam per batch from NumPy's generator and
 the permutation from torch's CPU generator, as the reference: both are in ltbench's checkpoints, so a resumed
 run mixes the same pairs."""
 import numpy as np
