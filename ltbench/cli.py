@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .config import RECIPES
 from .errors import ConfigError, LTBenchError
@@ -160,6 +161,11 @@ def run(
         raise typer.Exit(exc.exit_code)
 
 
+# the order `ltbench methods` lists the families in (a method's ``family``; others come last, as "other")
+FAMILIES = ("baseline", "re-weighting", "re-sampling", "margin", "logit adjustment", "decoupling", "augmentation",
+            "DaSL")
+
+
 @app.command()
 @user_errors
 def methods(
@@ -174,15 +180,23 @@ def methods(
     for problem in registry.load_errors:
         err.print(f"warning: {problem}", markup=False, highlight=False)
     entries = [registry.get(name)] if name else registry.entries()
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    entries.sort(key=lambda e: (order.get(getattr(e.obj, "family", ""), len(order)), e.name))
     table = Table(title="ltbench methods")
-    for column in ("method", "summary", "stages", "origin"):
+    for column in ("method", "family", "summary (reference implementation)", "stages", "origin"):
         table.add_column(column, overflow="fold")
-    for entry in entries:
+    families = [getattr(entry.obj, "family", "") or "other" for entry in entries]
+    for i, entry in enumerate(entries):
         try:
             stages = " -> ".join(f"{s.name}[{s.trainable}, {s.sampler}]" for s in entry.obj().stages(RECIPES["paper"]))
         except LTBenchError as exc:
             stages = f"(cannot list: {exc})"
-        table.add_row(entry.name, entry.summary, stages, entry.origin)
+        last_of_family = i + 1 == len(entries) or families[i + 1] != families[i]  # a rule between families
+        summary = Text(entry.summary)
+        reference = getattr(entry.obj, "reference", "")
+        if reference:
+            summary.append(f"\nreference: {reference}", style="dim")
+        table.add_row(entry.name, families[i], summary, stages, entry.origin, end_section=last_of_family)
     out.print(table)
     if name:
         cls = entries[0].obj

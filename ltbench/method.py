@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from .config import Range, Recipe, Stage
@@ -82,6 +83,8 @@ class Method:
     """
 
     name: str = ""
+    family: str = ""  # for `ltbench methods`: re-weighting, margin, logit adjustment, decoupling, augmentation, ...
+    reference: str = ""  # the reference implementation it follows ("kaidic/LDAM-DRW losses.py")
     defaults: dict = {}
     choices: dict = {}
     ranges: dict = {}
@@ -110,6 +113,11 @@ class Method:
         raise NotImplementedError
 
     # hooks (all optional) --------------------------------------------------------------------------
+    def stage_hooks(self, index: int) -> "Method":
+        """Whose hooks train stage ``index`` of this method's stages: itself by default; a method built from
+        others' stages returns theirs (MiSLAS: mixup's for stage 1). Its code joins the stage key."""
+        return self
+
     def setup(self, model: LTModel, data: DataInfo) -> None:
         """Add extra modules to ``model.extras`` before any stage runs (or is loaded from cache)."""
 
@@ -124,9 +132,36 @@ class Method:
             return list(model.parameters())
         if stage.trainable == "classifier":
             return list(model.classifier.parameters())
-        if stage.trainable == "scales":
-            return list(model.extras["logit_scales"].parameters())
+        if stage.trainable == "scales":  # the extras that rescale the logits (LWS' LogitScales)
+            return [p for m in model.extras.values() if getattr(m, "role", None) == "logits" for p in m.parameters()]
         return []
+
+    def classifier(self, in_features: int, num_classes: int) -> nn.Module | None:
+        """Head choice: a module that replaces the backbone's linear classifier for all of this method's
+        stages (LDAM-DRW's cosine classifier), built once before any stage; None keeps timm's. A method whose
+        first stage is the shared CE stage cannot replace it (that stage is CE's)."""
+        return None
+
+    def sampler(self, state: StageState) -> str:
+        """The sampler of this epoch (one of ``config.SAMPLERS``), asked at each epoch start; the stage's by
+        default. DRS switches from instance to class-balanced sampling at an epoch."""
+        return state.stage.sampler
+
+    def class_weights(self, state: StageState) -> torch.Tensor | None:
+        """Per-class weights of the default loss (weighted cross-entropy), asked at every step; None: none.
+        DRW returns effective-number weights from its deferred epoch on."""
+        return None
+
+    def transform_batch(self, batch: dict, state: StageState) -> dict:
+        """A training batch before the forward pass; may change inputs and targets (mixup mixes ``x`` and adds
+        its partner labels). ``batch["y"]`` must stay the batch's labels: train accuracy counts against them."""
+        return batch
+
+    def test_logits(self, logits: torch.Tensor, data: DataInfo) -> torch.Tensor:
+        """Test-time transform of the logits of the final stage (post-hoc logit adjustment), applied to every
+        evaluation after that stage's training (and after its artifact is saved): never part of a stored
+        stage, and refused when the final stage is the shared CE stage."""
+        return logits
 
     def on_stage_start(self, state: StageState) -> None:
         pass
@@ -138,8 +173,10 @@ class Method:
         pass
 
     def loss(self, out: Outputs, batch: dict, state: StageState) -> torch.Tensor:
-        """Cross-entropy with the stage's ``label_smoothing`` (0 by default)."""
-        return F.cross_entropy(out.logits.float(), batch["y"], label_smoothing=state.stage.opts.get("label_smoothing", 0.0))
+        """Cross-entropy with the stage's ``label_smoothing`` (0 by default) and ``class_weights`` (weighted mean,
+        as ``nn.CrossEntropyLoss(weight=...)``)."""
+        return F.cross_entropy(out.logits.float(), batch["y"], weight=self.class_weights(state),
+                               label_smoothing=state.stage.opts.get("label_smoothing", 0.0))
 
     def post_stage(self, state: StageState) -> dict:
         """The post-hoc step of each stage that declares one (``Stage(post=...)``), run after that stage's

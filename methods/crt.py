@@ -8,6 +8,8 @@ from ltbench import Method, register_method
 @register_method("crt", summary="classifier re-training: frozen CE features, re-initialised classifier, "
                  "class-balanced sampling (Kang et al. 2020)")
 class ClassifierRetraining(Method):
+    family = "decoupling"
+    reference = "facebookresearch/classifier-balancing run_networks.py"
     defaults = {"bn": "train"}
     choices = {"bn": ("train", "frozen")}
     help = {"bn": "train: the frozen backbone's BN statistics follow the class-balanced batches (the "

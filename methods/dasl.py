@@ -107,6 +107,8 @@ class FrozenTeacher(nn.Module):
 @register_method("dasl", summary="Dynamic Auxiliary Soft Labels (Wang et al. 2022, reconstructed): an auxiliary "
                  "multi-scale network whose online soft labels distil into stage 1 and soften stage 2")
 class DaSL(Method):
+    family = "DaSL"
+    reference = "reconstructed from Wang et al. 2022 (docs/protocol.md)"
     defaults = {"aux_inputs": "multi", "soft_labels": "sample", "use_in": "both", "feature_distill": True,
                 "distill_direction": "aux_to_main", "aux_stage2": "retrain", "temperature": 2.0,
                 "lambda_soft": 1.0, "lambda_feat": 1.0, "ramp": 0.05, "beta": 0.5, "aux_width": 0, "stage2_bn": "train"}

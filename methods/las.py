@@ -39,6 +39,8 @@ def label_aware_epsilon(counts: torch.Tensor, head: float, tail: float, shape: s
 @register_method("las", summary="label-aware smoothing stage 2 of MiSLAS (Zhong et al. 2021): the CE classifier "
                  "fine-tuned with count-dependent smoothing and learnable weight scaling (no mixup stage 1)")
 class LabelAwareSmoothing(Method):
+    family = "decoupling"
+    reference = "dvlab-research/MiSLAS train_stage2.py"
     defaults = {"smooth_head": 0.3, "smooth_tail": 0.0, "shape": "concave", "shift_bn": False, "lr_factor": 0.5,
                 "epochs": 10}
     choices = {"shape": ("concave", "linear", "convex")}
@@ -60,13 +62,12 @@ class LabelAwareSmoothing(Method):
                                   optim=optim, smooth_head=o["smooth_head"], smooth_tail=o["smooth_tail"],
                                   shape=o["shape"], lr_factor=o["lr_factor"])]
 
+    # the hooks below run on stage 2 only: the shared stage 1 is trained by the core's hooks
     def on_stage_start(self, state):
-        if state.stage.loss == "las" and SCALES not in state.model.extras:
+        if SCALES not in state.model.extras:
             state.model.extras[SCALES] = LogitScales(state.data.num_classes).to(state.data.device)
 
     def trainable_parameters(self, model, stage):
-        if stage.loss != "las":
-            return super().trainable_parameters(model, stage)
         return [{"params": list(model.classifier.parameters()), "lr_scale": stage.opts["lr_factor"]},
                 {"params": list(model.extras[SCALES].parameters()), "lr_scale": 1.0}]
 

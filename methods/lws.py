@@ -8,6 +8,8 @@ from ltbench import LogitScales, Method, register_method
 @register_method("lws", summary="learnable weight scaling: frozen CE classifier, one learned scale per class, "
                  "class-balanced sampling (Kang et al. 2020)")
 class LearnableWeightScaling(Method):
+    family = "decoupling"
+    reference = "facebookresearch/classifier-balancing models/TauNormClassifier.py"
     defaults = {"bn": "train"}
     choices = {"bn": ("train", "frozen")}
     help = {"bn": "train: the frozen backbone's BN statistics follow the class-balanced batches (the "
@@ -19,6 +21,6 @@ class LearnableWeightScaling(Method):
                 recipe.classifier("scales", trainable="scales", reinit=False, bn=self.options["bn"], optim=optim)]
 
     def on_stage_start(self, state):
-        # added only now, so that stage 1 is exactly CE's (same key, same parameters)
-        if state.stage.trainable == "scales" and "logit_scales" not in state.model.extras:
+        # runs on stage 2 only (the shared stage 1 is trained by the core's hooks), so stage 1 is exactly CE's
+        if "logit_scales" not in state.model.extras:
             state.model.extras["logit_scales"] = LogitScales(state.data.num_classes).to(state.data.device)

@@ -13,6 +13,8 @@ from ltbench import Method, Range, Stage, register_method
 class NearestClassMean(nn.Module):
     """logits = scale * -||f(x) - c_k||^2, f = (x - mean) / ||x - mean|| (cl2n) or x / ||x|| (l2)."""
 
+    role = "classifier"  # replaces the classifier at inference (``LTModel.head``)
+
     def __init__(self, centroids: torch.Tensor, feature_mean: torch.Tensor, scale: float = 1.0):
         super().__init__()
         self.register_buffer("centroids", centroids)
@@ -27,6 +29,8 @@ class NearestClassMean(nn.Module):
 @register_method("ncm", summary="nearest class mean: centred, L2-normalised CE features, squared Euclidean "
                  "distance to the class means (Kang et al. 2020)")
 class NCM(Method):
+    family = "decoupling"
+    reference = "facebookresearch/classifier-balancing models/KNNClassifier.py"
     defaults = {"feature_norm": "cl2n", "scale": 1.0}
     choices = {"feature_norm": ("cl2n", "l2")}
     ranges = {"scale": Range(0, bounds="()", also=(-1,))}

@@ -6,6 +6,8 @@ from ltbench import Method, Range, Stage, register_method, tau_normalize
 @register_method("tau-norm", summary="tau-normalised classifier: W_c / ||W_c||^tau, tau picked on validation "
                  "data (Kang et al. 2020)")
 class TauNorm(Method):
+    family = "decoupling"
+    reference = "facebookresearch/classifier-balancing"
     defaults = {"tau": -1.0, "grid_step": 0.1}
     # grid_step from 0.001: a finer grid of 2,001+ candidates only fits noise of the validation split
     ranges = {"tau": Range(0, 2, also=(-1,)), "grid_step": (0.001, 2)}

@@ -57,15 +57,17 @@ def test_methods_lists_the_builtins():
     result = invoke("methods")
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if line.startswith("\u2503"))  # "┃": header row
-    assert [cell.strip() for cell in header.strip("\u2503").split("\u2503")] == ["method", "summary", "stages",
-                                                                                  "origin"]
+    assert [cell.strip() for cell in header.strip("\u2503").split("\u2503")] == ["method", "family",
+                                                                                  "summary (reference implementation)",
+                                                                                  "stages", "origin"]
     rows = {cells[0]: cells for cells in table_rows(result.output)}
     for method in BUILTIN + ["dasl"]:
         assert method in rows, f"no row for {method!r} in:\n{result.output}"
-        assert rows[method][3] == "built-in", rows[method]
+        assert rows[method][4] == "built-in", rows[method]
+        assert rows[method][1] == create_method(method).family and "reference: " in rows[method][2], rows[method]
         # the stages column lists the method's stages (names; "[trainable, sampler]" tags stripped)
         names = [stage.name for stage in create_method(method).stages(get_recipe("paper"))]
-        assert re.sub(r"\[[^\]]*\]", "", rows[method][2]).split(" -> ") == names, rows[method]
+        assert re.sub(r"\[[^\]]*\]", "", rows[method][3]).split(" -> ") == names, rows[method]
 
 
 @pytest.mark.parametrize("method", BUILTIN)

@@ -7,7 +7,8 @@ from typing import Callable
 
 import torch
 
-from ..errors import TrainingDiverged
+from ..config import SAMPLERS
+from ..errors import ConfigError, TrainingDiverged
 from ..method import Method, StageState
 from ..models.heads import LTModel, Outputs
 from .precision import autocast
@@ -74,7 +75,11 @@ def train_one_epoch(model: LTModel, method: Method, loader, optimizer: torch.opt
     start = time.perf_counter() - progress.seconds
     state.steps_per_epoch = loader.num_batches(batch_size, world)
     state.step = 0  # the sampler sees the progress at the start of the epoch (progressive sampling)
-    batches = loader.epoch(stage.sampler, generator, batch_size, state.progress, control.rank, world,
+    sampler = method.sampler(state)
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"method '{method.name}' chose sampler {sampler!r} for epoch {state.epoch + 1} of stage "
+                          f"'{stage.name}'; choose one of {', '.join(SAMPLERS)}")
+    batches = loader.epoch(sampler, generator, batch_size, state.progress, control.rank, world,
                            start_batch=first)
     sync_every = 1 if device.type == "cpu" else 25  # GPU: check for NaN without a sync per step
     recent: list[torch.Tensor] = []
@@ -83,6 +88,7 @@ def train_one_epoch(model: LTModel, method: Method, loader, optimizer: torch.opt
         lr = optim.lr_at(state.epoch + (step + 1) / state.steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+        batch = method.transform_batch(batch, state)  # e.g. mixup: inputs and targets of the batch
         with autocast(device, precision):
             if backbone_trains:
                 out = forward(batch["x"], feature_maps)

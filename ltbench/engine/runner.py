@@ -90,7 +90,12 @@ def stage_code(method: Method, stages: list[Stage]) -> list[str]:
     from ..fingerprint import core_code, method_code
 
     own = method_code(method)
-    return [core_code() if stage.shared else f"{core_code()}+{own}" for stage in stages]
+    codes = []
+    for index, stage in enumerate(stages):
+        hooks = method.stage_hooks(index)
+        extra = f"+{method_code(hooks)}" if hooks is not method else ""  # another method's hooks train it
+        codes.append(core_code() if stage.shared else f"{core_code()}+{own}{extra}")
+    return codes
 
 
 def stage_keys(data_spec: dict, backbone: str, pretrained: bool, seed: int, precision: str,
@@ -152,6 +157,10 @@ def _check_stages(method: Method, stages: list[Stage], data: DataBundle, dataset
         raise ConfigError(f"method '{method.name}' defines post_stage, but none of its stages declares a post-hoc "
                           f"step, so it would never run: add post=\"<name>\" to the Stage it follows, e.g. "
                           f"Stage(\"adjust\", trainable=\"none\", post=\"adjust\")")
+    if type(method).test_logits is not Method.test_logits and stages[-1].shared:
+        raise ConfigError(f"method '{method.name}' transforms the test logits (test_logits), which belong to its final "
+                          f"stage, but that is the shared CE stage: add a stage of its own after it, e.g. "
+                          f"Stage(\"adjust\", trainable=\"none\")")
     if data.val is None and method.tunes_on_validation():
         raise ConfigError(f"method '{method.name}' picks a value on validation data, but dataset "
                           f"'{dataset}' has no validation split apart from its test set "
@@ -215,12 +224,19 @@ class StageRunner:
                              data.source.channels, data.source.image_size, self.device)
         _seed_all(config.seed)
         self.model = build_model(plan.backbone, data.num_classes, data.source.channels, config.pretrained)
+        head = plan.method.classifier(self.model.backbone.num_features, data.num_classes)
+        if head is not None:
+            if plan.stages[0].shared:  # the shared stage is CE's, with the backbone's linear classifier
+                raise ConfigError(f"method '{plan.method.name}' replaces the classifier (Method.classifier), but its "
+                                  f"first stage is the shared CE stage, which keeps it: give it a stage of its own")
+            self.model.replace_classifier(head)
         plan.method.setup(self.model, self.info)
         self.model.to(self.device).to(memory_format=torch.channels_last)
         if config.compile:  # compiles LTModel's forward in place: state_dict keys (artifacts, checkpoints) stay
             self.model.compile()
         self.stage_records: list[dict] = []
         self.last_test = None
+        self.logit_transform = None  # Method.test_logits, from the final stage's end of training on
         self.run_name, self.run_dir = "", None
         self.resume: dict | None = None  # the checkpoint being resumed
         self.resume_path: Path | None = None
@@ -267,6 +283,8 @@ class StageRunner:
             raise OutOfMemory(f"out of {self.device.type.upper()} memory while evaluating the {split} split at batch "
                               f"size {config.eval_batch_size}; try --eval-batch-size "
                               f"{max(config.eval_batch_size // 2, 1)}") from None
+        if self.logit_transform is not None:
+            logits = self.logit_transform(logits, self.info)
         if self.dist.enabled:
             logits, labels, features = (self.dist.gather_rows(t, len(loader)) for t in (logits, labels, features))
         return (features, labels) if features_only else (logits, labels, features)
@@ -342,18 +360,32 @@ class StageRunner:
                     if self._lock is not None:
                         self._lock.release()
                         self._lock = None
+            transform = self._test_transform(index)
+            if transform is not None:  # the final model's logits from here on, never an artifact's
+                self.logit_transform, self.last_test = transform, None
             if stage.post:  # the stage's own post-hoc step, never part of an artifact
                 record["post"] = plan.method.post_stage(state) or {}
-            if stage.post or not stage.cached:
+            if stage.post or not stage.cached or transform is not None:
                 record["metrics"] = self._stage_metrics()
             if self.scalars is not None:
                 self.scalars.stage_end(stage.name, stage.epochs, record.get("metrics"))
             self.stage_records.append(record)
 
+    def _test_transform(self, index: int):
+        """``Method.test_logits`` after the final stage's training, when the method defines it."""
+        method = self.plan.method
+        if index != len(self.plan.stages) - 1 or type(method).test_logits is Method.test_logits:
+            return None
+        return method.test_logits
+
     def hooks(self, stage: Stage) -> Method:
         """Whose hooks train ``stage``: the shared CE stage is the core's alone (base ``Method``), so no
-        method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's."""
-        return SHARED_HOOKS if stage.shared else self.plan.method
+        method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's; any
+        other stage the method's ``stage_hooks`` (itself, unless it is built from other methods' stages)."""
+        if stage.shared:
+            return SHARED_HOOKS
+        index = next(i for i, s in enumerate(self.plan.stages) if s is stage or s == stage)
+        return self.plan.method.stage_hooks(index)
 
     def _claim(self, index: int, stage: Stage, key: str) -> str:
         """'reuse' when a complete artifact exists (waiting while another run trains it), else 'train'
@@ -464,7 +496,7 @@ class StageRunner:
         random.seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(int(key[8:12], 16))
         if stage.reinit_classifier:
-            self.model.backbone.reset_classifier(plan.data.num_classes)
+            self.model.reset_classifier(plan.data.num_classes)
             self.model.to(self.device)
         optimizer = self._optimizer(stage)
         scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None

@@ -12,6 +12,11 @@ SOURCES = {
     "BagofTricks-LT": "Zhang et al., Bag of Tricks for Long-Tailed Visual Recognition with Deep Convolutional "
                       "Neural Networks, AAAI 2021 (trick gallery; reported as error, stored as 100 - error)",
     "MiSLAS": "Zhong et al., Improving Calibration for Long-Tailed Recognition, CVPR 2021 (CIFAR-LT, ResNet-32)",
+    "BagofTricks-LT gallery": "Zhang et al., BagofTricks-LT documents/trick_gallery.md at commit 3ae52f4 (runs on Cui "
+                              "et al.'s CIFAR-LT copy, configs/cui_cifar; error, stored as 100 - error; its own "
+                              "loss settings, e.g. sigmoid focal loss)",
+    "Menon et al.": "Menon et al., Long-tail learning via logit adjustment, ICLR 2021: google-research "
+                    "logit_adjustment/README.md, Results (example runs of that code, its own schedule)",
     "Kang et al.": "Kang et al., Decoupling Representation and Classifier for Long-Tailed Recognition, ICLR 2020 "
                    "(ImageNet-LT, ResNeXt-50)",
 }
@@ -49,6 +54,12 @@ def _bag_of_tricks(method: str, c10_100: float, c10_50: float, c100_100: float, 
                                               ("cifar100-lt", 100): c100_100, ("cifar100-lt", 50): c100_50})
 
 
+def _gallery(method: str, errors: tuple[float, float, float, float]) -> list[Reference]:
+    """BagofTricks-LT trick_gallery.md errors (C10 IF100, C10 IF50, C100 IF100, C100 IF50) as accuracies."""
+    settings = [("cifar10-lt", 100), ("cifar10-lt", 50), ("cifar100-lt", 100), ("cifar100-lt", 50)]
+    return _cifar("BagofTricks-LT gallery", method, {s: round(100 - e, 2) for s, e in zip(settings, errors)})
+
+
 def _kang(method: str, many: float, medium: float, few: float, acc: float) -> Reference:
     return Reference("Kang et al.", method, "imagenet-lt", None, "resnext50_32x4d", "imagenet", acc,
                      many_acc=many, medium_acc=medium, few_acc=few)
@@ -63,6 +74,17 @@ REFERENCES: list[Reference] = [
     *_cifar("MiSLAS", "MiSLAS", {("cifar10-lt", 100): (82.5, 3.66), ("cifar10-lt", 50): (85.7, 2.01),
                                  ("cifar10-lt", 10): (90.0, 1.20), ("cifar100-lt", 100): (47.0, 4.83),
                                  ("cifar100-lt", 50): (52.3, 2.47), ("cifar100-lt", 10): (63.2, 1.73)}),
+    # trick_gallery.md, "Re-weighting", "Mixup training" and "Two-stage training" (DRW, DRS) tables
+    *_gallery("focal loss (sigmoid)", (30.88, 24.12, 62.59, 59.46)),
+    *_gallery("ClassBalanceCE", (29.80, 22.91, 61.50, 57.98)),
+    *_gallery("ClassBalanceFocal", (26.83, 21.71, 62.11, 57.70)),
+    *_gallery("BalancedSoftmaxCE", (23.63, 20.07, 56.82, 54.55)),
+    *_gallery("input mixup", (28.55, 21.83, 60.10, 55.25)),
+    *_gallery("DRW + ClassBalanceCE", (26.87, 20.94, 61.57, 57.49)),
+    *_gallery("DRW + LDAM loss", (24.61, 20.31, 59.08, 54.46)),
+    *_gallery("DRS, class-balanced sampling", (27.08, 21.18, 58.66, 54.26)),
+    *_cifar("Menon et al.", "post-hoc logit adjustment", {("cifar10-lt", 100): 77.32, ("cifar100-lt", 100): 44.07}),
+    *_cifar("Menon et al.", "logit-adjusted loss", {("cifar10-lt", 100): 77.89, ("cifar100-lt", 100): 44.06}),
     _kang("CE", 65.9, 37.5, 7.7, 44.4),
     _kang("cRT", 61.8, 46.2, 27.4, 49.6),
     _kang("tau-norm", 59.1, 46.9, 30.7, 49.4),
