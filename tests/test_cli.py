@@ -189,12 +189,12 @@ def test_existing_run_name_is_refused_and_kept(results):
 def test_plugin_method_from_a_folder(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    shutil.copy(EXAMPLES / "balanced_softmax.py", plugins)
+    shutil.copy(EXAMPLES / "my_balanced_softmax.py", plugins)
     listed = invoke("methods", "--plugins", plugins)
-    assert listed.exit_code == 0 and "balanced-softmax" in listed.output
+    assert listed.exit_code == 0 and "my-balanced-softmax" in listed.output
     assert "plugins" in listed.output  # the origin column shows the file path
     out = tmp_path / "results"
-    result = invoke("run", "--method", "balanced-softmax", "--plugins", plugins, "-o", "prior_power=0.5", *FAST,
+    result = invoke("run", "--method", "my-balanced-softmax", "--plugins", plugins, "-o", "prior_power=0.5", *FAST,
                     "--results", out, "--run-name", "bs")
     assert result.exit_code == 0, result.output
     config = json.loads((out / "runs" / "bs" / "config.json").read_text())

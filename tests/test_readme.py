@@ -75,3 +75,12 @@ def test_every_readme_command_block_runs_in_order(tmp_path, monkeypatch):
     assert any(c.startswith("ltbench sweep") for c in ran) and any(c.startswith("ltbench plot") for c in ran)
     assert len(list((tmp_path / "results" / "runs").glob("*/metrics.json"))) >= 10  # quick start + smoke sweep
     assert (tmp_path / "table.tex").is_file() and (tmp_path / "per-class.png").is_file()
+
+
+def test_the_smoke_suite_of_the_readme_runs_every_built_in_method():
+    from ltbench.registry import load_methods
+    from ltbench.results.sweep import load_suite
+
+    built_in = {e.name for e in load_methods().entries() if e.origin == "built-in"}
+    suite = load_suite(REPO / "benchmarks" / "smoke.toml")
+    assert {config.method for _, config in suite.runs} == built_in and len(built_in) >= 18

@@ -1,6 +1,6 @@
 """Balanced Softmax (Ren et al., NeurIPS 2020) as an ltbench plugin: one file, no core edit.
 
-Use it with `ltbench run --method balanced-softmax --plugins docs/examples` (or copy this file into a
+Use it with `ltbench run --method my-balanced-softmax --plugins docs/examples` (or copy this file into a
 folder listed in $LTBENCH_PLUGINS).
 """
 import torch
@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from ltbench import Method, register_method
 
 
-@register_method("balanced-softmax", summary="softmax with the train class prior added to the logits "
+@register_method("my-balanced-softmax", summary="softmax with the train class prior added to the logits "
                  "during training (Ren et al. 2020)")
 class BalancedSoftmax(Method):
     defaults = {"prior_power": 1.0}
