@@ -31,6 +31,12 @@ class DeferredReweighting(Method):
         return [recipe.representation(loss="drw", beta=self.options["beta"], defer_epoch=defer_epoch)]
 
     def class_weights(self, state):
+        """Asked at every step, so computed once per (stage, beta, class counts) and kept."""
         opts = state.stage.opts
         beta = opts["beta"] if state.epoch >= opts["defer_epoch"] else 0.0
-        return effective_number_weights(state.data.class_counts, beta).to(state.data.device, torch.float32)
+        key = (state.stage_index, beta, id(state.data.class_counts))
+        if getattr(self, "_weights_key", None) != key:
+            self._weights_key = key
+            self._weights = effective_number_weights(state.data.class_counts, beta).to(state.data.device,
+                                                                                      torch.float32)
+        return self._weights
