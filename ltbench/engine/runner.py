@@ -73,6 +73,7 @@ class Plan:
     device: torch.device
     precision: str
     notices: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # per stage; see stage_seeds
 
 
 def data_spec(dataset: str, data: DataBundle) -> dict:
@@ -111,6 +112,13 @@ def stage_keys(data_spec: dict, backbone: str, pretrained: bool, seed: int, prec
     return keys
 
 
+def stage_seeds(data_spec: dict, backbone: str, pretrained: bool, seed: int, precision: str,
+                stages: list[Stage]) -> list[int]:
+    """Per stage, the seed of its random streams: the stage keys without the code hashes, so a refactor or a
+    comment in the core changes which artifacts are reused (the keys) but not the numbers a run gives."""
+    return [int(key[:12], 16) for key in stage_keys(data_spec, backbone, pretrained, seed, precision, stages)]
+
+
 def _plugin_problems(config: RunConfig) -> list[str]:
     """Import failures of the plugin paths this run names (the registry keeps them all, process-wide)."""
     from ..registry import METHODS, PLUGIN_ENV
@@ -145,10 +153,11 @@ def plan_run(config: RunConfig, download: bool = False) -> Plan:
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     backbone = config.backbone or source.default_backbone
-    keys = stage_keys(data_spec(config.dataset, data), backbone, config.pretrained, config.seed,
-                      precision, stages, stage_code(method, stages))
+    spec = data_spec(config.dataset, data)
+    keys = stage_keys(spec, backbone, config.pretrained, config.seed, precision, stages, stage_code(method, stages))
+    seeds = stage_seeds(spec, backbone, config.pretrained, config.seed, precision, stages)
     run_key = stable_hash({"method": config.method, "options": method.options, "final_stage": keys[-1]})
-    return Plan(config, method, data, recipe.name, backbone, stages, keys, run_key, device, precision, notices)
+    return Plan(config, method, data, recipe.name, backbone, stages, keys, run_key, device, precision, notices, seeds)
 
 
 def _check_stages(method: Method, stages: list[Stage], data: DataBundle, dataset: str) -> None:
@@ -490,11 +499,11 @@ class StageRunner:
             raise ConfigError(f"method '{plan.method.name}' adds {', '.join(self.model.extras)} to the model before "
                               f"the shared CE stage '{stage.name}': add them in on_stage_start of the stage that "
                               f"uses them (as LWS does)")
-        seed = int(key[:8], 16)  # a stage starts the same whether earlier stages were trained, reused or resumed
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        generator = torch.Generator(device=self.device).manual_seed(int(key[8:12], 16))
+        seed = plan.seeds[index]  # a stage starts the same whether earlier stages were trained, reused or resumed
+        torch.manual_seed(seed >> 16)
+        np.random.seed((seed >> 16) % 2**32)
+        random.seed(seed >> 16)
+        generator = torch.Generator(device=self.device).manual_seed(seed & 0xFFFF)
         if stage.reinit_classifier:
             self.model.reset_classifier(plan.data.num_classes)
             self.model.to(self.device)
