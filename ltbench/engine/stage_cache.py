@@ -8,7 +8,6 @@ import datetime as dt
 import enum
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from ..config import Stage
@@ -138,6 +137,3 @@ class StageCache:
                       {"key": key, "stage": stage.spec(), "trained_by": self.run_name, "metrics": metrics,
                        "seconds": seconds, "world_size": self.dist.world,
                        "created": dt.datetime.now().isoformat(timespec="seconds")})
-
-    def stage_dir(self, key: str) -> Path:
-        return self.store.stage_dir(key)
