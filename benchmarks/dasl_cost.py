@@ -1,7 +1,7 @@
 """Benchmark (not a test): the cost of DaSL's stage 1 relative to plain CE's, side by side.
 
-Both methods run through the real training loop (``ltbench.engine.loop.train_one_epoch``) and their real
-losses, on ResNet-32 at batch 128 with synthetic 32x32 images (10 classes), in one process, same
+Both methods run through the trainer a run uses (``ltbench.engine.trainer.Trainer.fit_stage``) and their
+real losses, on ResNet-32 at batch 128 with synthetic 32x32 images (10 classes), in one process, same
 precision. Epochs alternate CE / DaSL after a warm-up so that drift (turbo, other load) hits both alike;
 the ratio uses the median epoch time (the ratio of the fastest epochs is printed too: on a shared machine
 it is the least disturbed). Target: DaSL / CE <= 1.35. On a busy 2-core machine ``--threads 1`` avoids
@@ -21,9 +21,8 @@ from dataclasses import replace
 import torch
 
 from ltbench.config import get_recipe
-from ltbench.engine.loop import train_one_epoch
-from ltbench.method import DataInfo, StageState, create_method
-from ltbench.models import build_model
+from ltbench.engine.trainer import Trainer, build_stage_model
+from ltbench.method import DataInfo, create_method
 
 
 class SyntheticLoader:
@@ -44,38 +43,33 @@ class SyntheticLoader:
         yield from self.data
 
 
-def prepare(method_name: str, options: dict, device: torch.device, batch_size: int, num_classes: int = 10):
-    """Model, method, optimizer and stage state of the method's stage 1, as the runner builds them."""
-    torch.manual_seed(0)
+BENCH_KEY, BENCH_SEED = "0" * 12, 0  # a fixed stage key and seed for Trainer.fit_stage
+
+
+def prepare(method_name: str, options: dict, device: torch.device, batch_size: int, loader, precision: str,
+            num_classes: int = 10):
+    """The trainer, stage state and hooks of the method's stage 1 (one epoch long), set up as a run sets
+    them up (``build_stage_model``, ``Trainer.begin_stage``)."""
     method = create_method(method_name, options)
-    model = build_model("resnet32", num_classes, 3)
     counts = torch.full((num_classes,), 100, device=device)
     info = DataInfo(num_classes, counts, torch.zeros(num_classes, device=device), 3, 32, device)
-    method.setup(model, info)
-    model.to(device).to(memory_format=torch.channels_last)
-    recipe = get_recipe("paper")
-    stage = method.stages(recipe)[0]
-    stage = replace(stage, optim=replace(stage.optim, batch_size=batch_size))
-    params = method.trainable_parameters(model, stage)
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=2e-4)
-    state = StageState(stage, 0, info, model, epochs=stage.epochs)
-    method.on_stage_start(state)
-    return model, method, optimizer, state
+    model = build_stage_model(method, "resnet32", 3, info, seed=0)
+    stage = method.stages(get_recipe("paper"))[0]
+    stage = replace(stage, optim=replace(stage.optim, epochs=1, batch_size=batch_size))
+    trainer = Trainer(model, info, {"train": loader}, precision)
+    return trainer, trainer.begin_stage(0, stage, method), method
 
 
-def run_epoch(setup, loader, precision: str, device: torch.device) -> float:
-    model, method, optimizer, state = setup
-    generator = torch.Generator(device=device).manual_seed(0)
-    method.on_epoch_start(state)
-    if device.type == "cuda":
+def run_epoch(setup) -> float:
+    """Seconds of one training epoch (one ``Trainer.fit_stage`` of the one-epoch stage)."""
+    trainer, state, method = setup
+    if trainer.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    train_one_epoch(model, method, loader, optimizer, state, generator, precision)
-    if device.type == "cuda":
+    trainer.fit_stage(state, BENCH_KEY, BENCH_SEED, method)
+    if trainer.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    method.on_epoch_end(state)
-    return seconds
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -94,13 +88,14 @@ def main() -> None:
     device = torch.device(args.device)
     options = dict(pair.split("=", 1) for pair in args.opt)
     loader = SyntheticLoader(args.batches, args.batch_size, 10, device)
-    setups = {name: prepare(name, opts, device, args.batch_size) for name, opts in (("ce", {}), ("dasl", options))}
+    setups = {name: prepare(name, opts, device, args.batch_size, loader, args.precision)
+              for name, opts in (("ce", {}), ("dasl", options))}
     for setup in setups.values():  # warm-up: allocator, kernels, caches
-        run_epoch(setup, loader, args.precision, device)
+        run_epoch(setup)
     times = {name: [] for name in setups}
     for _ in range(args.epochs):
         for name, setup in setups.items():
-            times[name].append(run_epoch(setup, loader, args.precision, device))
+            times[name].append(run_epoch(setup))
     images = args.batches * args.batch_size
     print(f"ResNet-32, batch {args.batch_size}, 32x32 synthetic, {args.device} {args.precision}, "
           f"{torch.get_num_threads()} threads, {args.batches} iterations x {args.epochs} epochs each, "
@@ -116,7 +111,7 @@ def main() -> None:
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as prof:
-            run_epoch(setups["dasl"], loader, args.precision, device)
+            run_epoch(setups["dasl"])
         sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
         print(prof.key_averages().table(sort_by=sort, row_limit=25))
 

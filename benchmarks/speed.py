@@ -34,13 +34,15 @@ from ltbench.config import RECIPES
 from ltbench.data import ArraySplit, build_data
 from ltbench.data.base import Augment
 from ltbench.data.loaders import TensorLoader
-from ltbench.engine.loop import evaluate, train_one_epoch
+from ltbench.engine.loop import evaluate
 from ltbench.engine.precision import autocast, resolve_device, resolve_precision
+from ltbench.engine.trainer import Trainer, build_stage_model
 from ltbench.errors import LTBenchError
-from ltbench.method import DataInfo, StageState, create_method
+from ltbench.method import DataInfo, create_method
 from ltbench.models import build_model
 
 BATCH = 128
+BENCH_KEY, BENCH_SEED = "0" * 12, 0  # a fixed stage key and seed for Trainer.fit_stage
 # (ratio, device type) -> lowest acceptable value; d/b is a speed ratio, so DaSL's cost <= 1.35x CE's is >= 1 / 1.35
 TARGETS = {("b/a", "cpu"): 0.95, ("b/a", "cuda"): 0.9, ("b/c", "cpu"): 1.4, ("b/c", "cuda"): 5.0,
            ("d/b", "cpu"): 1 / 1.35, ("d/b", "cuda"): 1 / 1.35}
@@ -117,38 +119,16 @@ def measure_limit(model, device, precision, steps: int, batch: int = BATCH) -> f
     return steps * batch / (time.perf_counter() - start)
 
 
-def ltbench_epoch(method_name: str, stage_index: int, model, loader, info, precision, epochs: int,
-                  model_setup: bool = True, batch: int = BATCH) -> float:
-    """images/s of stage ``stage_index`` of a method, through the runner's own loop."""
-    method = create_method(method_name)
-    if model_setup:
-        method.setup(model, info)
-        model.to(info.device).to(memory_format=torch.channels_last)
+def ltbench_epoch(method, stage_index: int, model, loader, info, precision, epochs: int, batch: int = BATCH) -> float:
+    """images/s of stage ``stage_index`` of ``method`` on ``model``, through the trainer a run uses
+    (``Trainer.fit_stage``: seeding, trainable parameters, optimizer, hooks, the loop)."""
     stage = method.stages(RECIPES["cpu"])[stage_index]
-    stage = replace(stage, optim=replace(stage.optim, batch_size=batch))  # the cpu recipe's is BATCH (128)
-    if stage.reinit_classifier:
-        model.backbone.reset_classifier(info.num_classes)
-        model.to(info.device)
-    params = method.trainable_parameters(model, stage)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
-    generator = torch.Generator(device=info.device).manual_seed(0)
-    state = StageState(stage, stage_index, info, model, epochs=epochs + 1)
-    method.on_stage_start(state)
-    rates = []
-    for epoch in range(epochs + 1):  # the first epoch warms up (kernel selection, bf16 JIT)
-        state.epoch = epoch
-        method.on_epoch_start(state)
-        stats = train_one_epoch(model, method, loader, optimizer, state, generator, precision)
-        method.on_epoch_end(state)
-        if epoch:
-            rates.append(stats["images_per_s"])
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return float(np.mean(rates))
+    # the first epoch warms up (kernel selection, bf16 JIT); the cpu recipe's batch is BATCH (128)
+    stage = replace(stage, optim=replace(stage.optim.with_epochs(epochs + 1), batch_size=batch))
+    trainer = Trainer(model, info, {"train": loader}, precision)
+    state = trainer.begin_stage(stage_index, stage, method)
+    result = trainer.fit_stage(state, BENCH_KEY, BENCH_SEED, method)
+    return float(np.mean([stats["images_per_s"] for stats in result.epochs[1:]]))
 
 
 def reference_epoch(data_root: str | None, train_indices, device, batch: int = BATCH) -> float | None:
@@ -229,11 +209,12 @@ def main(argv=None) -> dict:
     model = build_model("resnet32", 10, 3).to(device).to(memory_format=torch.channels_last)
     results["a_limit"] = measure_limit(model, device, precision, args.limit_steps, args.batch_size)
     print(f"(a) limit (fixed batch, fwd+bwd+step):     {results['a_limit']:8.0f} img/s")
-    model = build_model("resnet32", 10, 3).to(device).to(memory_format=torch.channels_last)
-    results["b_ltbench_ce"] = ltbench_epoch("ce", 0, model, train, info, precision, args.epochs, batch=args.batch_size)
+    ce = create_method("ce")
+    model = build_stage_model(ce, "resnet32", 3, info, seed=0)
+    results["b_ltbench_ce"] = ltbench_epoch(ce, 0, model, train, info, precision, args.epochs, batch=args.batch_size)
     print(f"(b) ltbench stage-1 epoch (CE):            {results['b_ltbench_ce']:8.0f} img/s")
-    results["e_crt_stage2"] = ltbench_epoch("crt", 1, model, train, info, precision, args.epochs, model_setup=False,
-                                            batch=args.batch_size)
+    results["e_crt_stage2"] = ltbench_epoch(create_method("crt"), 1, model, train, info, precision, args.epochs,
+                                            batch=args.batch_size)  # on CE's model, as a cRT run reuses it
     print(f"(e) cRT stage-2 epoch (frozen backbone):   {results['e_crt_stage2']:8.0f} img/s")
     sync(device)
     start = time.perf_counter()
@@ -242,10 +223,10 @@ def main(argv=None) -> dict:
     results["e_test_eval"] = len(test) / (time.perf_counter() - start)
     print(f"(e) test-set evaluation:                   {results['e_test_eval']:8.0f} img/s")
     if not args.skip_dasl:
-        dasl_model = build_model("resnet32", 10, 3).to(device)
         try:
-            results["d_dasl"] = ltbench_epoch("dasl", 0, dasl_model, train, info, precision, args.epochs,
-                                              batch=args.batch_size)
+            dasl = create_method("dasl")
+            results["d_dasl"] = ltbench_epoch(dasl, 0, build_stage_model(dasl, "resnet32", 3, info, seed=0), train,
+                                              info, precision, args.epochs, batch=args.batch_size)
             print(f"(d) DaSL stage-1 epoch:                    {results['d_dasl']:8.0f} img/s")
         except LTBenchError as exc:
             print(f"(d) DaSL not available: {exc}")

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 # The package files whose code defines a stage's computation: the loop and its numerics, the base hooks,
-# schedules, models, sampling and augmentation. Reporting, the CLI, sweeps and tables are not in it.
-CORE_FILES = ("method.py", "config.py", "engine/loop.py", "engine/precision.py", "models/__init__.py",
-              "models/heads.py", "models/resnet_cifar.py", "models/auxiliary.py", "data/base.py",
-              "data/augment.py", "data/samplers.py", "data/loaders.py", "data/longtail.py")
+# schedules, models, sampling and augmentation, and the stage set-up (engine/trainer.py: seeding, trainable
+# parameters, optimizer, restore). Reporting, the CLI, sweeps, tables and the run folder are not in it.
+CORE_FILES = ("method.py", "config.py", "engine/loop.py", "engine/trainer.py", "engine/precision.py",
+              "models/__init__.py", "models/heads.py", "models/resnet_cifar.py", "models/auxiliary.py",
+              "data/base.py", "data/augment.py", "data/samplers.py", "data/loaders.py", "data/longtail.py")
 
 
 def _digest(parts) -> str:

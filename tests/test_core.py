@@ -10,7 +10,7 @@ from ltbench.data.augment import random_crop_flip
 from ltbench.data.base import Augment
 from ltbench.data.longtail import balanced_val_split, group_sizes, lt_counts, lt_subset, shot_groups
 from ltbench.data.samplers import IndexStream
-from ltbench.engine.runner import stage_keys
+from ltbench.engine.plan import stage_keys
 from ltbench.errors import ConfigError
 from ltbench.metrics import classification_metrics, expected_calibration_error, feature_compactness
 from ltbench.models import LogitScales, build_model, tau_normalize

@@ -18,10 +18,10 @@ from ltbench.cli import app
 from ltbench.config import get_recipe
 from ltbench.data import build_data
 from ltbench.engine.loop import evaluate
+from ltbench.engine.trainer import build_stage_model
 from ltbench.errors import ConfigError
 from ltbench.method import DataInfo, StageState, create_method
 from ltbench.methods.dasl import AUX, TEACHER, distill_kl, mixed_target, soft_cross_entropy
-from ltbench.models import build_model
 from ltbench.models.heads import Outputs
 
 FAST = ["--dataset", "digits-lt", "--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "-q",
@@ -40,13 +40,12 @@ def one_thread():
 
 
 def build(options=None, backbone="resnet32", num_classes=NUM_CLASSES, in_chans=3):
-    """Model + DaSL set up as the runner does it (seeded), and DaSL's stages by name (smoke recipe)."""
-    torch.manual_seed(0)
+    """Model + DaSL set up as a run sets them up (``build_stage_model``, seed 0), and DaSL's stages by name
+    (smoke recipe)."""
     method = create_method("dasl", options or {})
-    model = build_model(backbone, num_classes, in_chans)
     info = DataInfo(num_classes, torch.full((num_classes,), 10), torch.zeros(num_classes, dtype=torch.long),
                     in_chans, 16, torch.device("cpu"))
-    method.setup(model, info)
+    model = build_stage_model(method, backbone, in_chans, info, seed=0)
     return model, method, info, {s.name: s for s in method.stages(get_recipe("smoke"))}
 
 

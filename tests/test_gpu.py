@@ -155,17 +155,16 @@ def test_model_and_batches_are_channels_last(tmp_path):
     from ltbench.config import RunConfig
     from ltbench.engine.progress import Reporter
     from ltbench.engine.precision import autocast
-    from ltbench.engine.runner import StageRunner, plan_run
-    from ltbench.results.store import RunStore
+    from ltbench.engine.runner import build_trainer, plan_run
 
     plan = plan_run(RunConfig(method="ce", dataset="synthetic", recipe="smoke", device="cuda", precision="bf16",
                               out=str(tmp_path)))
-    runner = StageRunner(plan, RunStore(tmp_path), Reporter(quiet=True))
-    convs = [m for m in runner.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    trainer = build_trainer(plan, Reporter(quiet=True))
+    convs = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
-    batch = next(runner.loaders["train"].epoch("instance", torch.Generator(device="cuda").manual_seed(0), 32))
+    batch = next(trainer.loaders["train"].epoch("instance", torch.Generator(device="cuda").manual_seed(0), 32))
     assert batch["x"].is_cuda and batch["x"].is_contiguous(memory_format=torch.channels_last)
-    model = runner.model.train()
+    model = trainer.model.train()
     with autocast(plan.device, "bf16"):
         loss = torch.nn.functional.cross_entropy(model(batch["x"]).logits.float(), batch["y"])
     loss.backward()

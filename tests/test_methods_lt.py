@@ -155,7 +155,7 @@ def test_mislas_trains_stage_1_with_mixups_hooks_and_stage_2_with_label_aware_sm
     assert stage1 == create_method("mixup").stages(get_recipe("paper"))[0] and not stage1.shared
     assert stage2 == create_method("las").stages(get_recipe("paper"))[1]
     assert mislas.stage_hooks(0).name == "mixup" and mislas.stage_hooks(1) is mislas
-    from ltbench.engine.runner import stage_code
+    from ltbench.engine.plan import stage_code
     from ltbench.fingerprint import method_code
     codes = stage_code(mislas, [stage1, stage2])
     assert codes[0].endswith(method_code(mislas.stage_hooks(0))) and codes[0] != codes[1]  # mixup.py is in its key

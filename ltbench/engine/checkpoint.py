@@ -154,3 +154,14 @@ def load_checkpoint(run_dir: Path, device, warn=print) -> tuple[dict, Path] | No
         return state, path
     raise CheckpointError(f"cannot resume: no readable checkpoint ({'; '.join(problems)}); start the run again under "
                           f"a new --run-name (or delete {Path(run_dir)} first)")
+
+
+class ResumePoint:
+    """The checkpoint a resumed run continues from, and the file it was read from."""
+
+    def __init__(self, checkpoint: dict, path: Path):
+        self.checkpoint, self.path = checkpoint, Path(path)
+
+    @property
+    def stage_index(self) -> int:
+        return int(self.checkpoint["stage_index"])

@@ -33,7 +33,6 @@ class Distributed:
     world: int = 1
     local_rank: int = 0
     device: torch.device | None = None
-    backend: str | None = None
     _group_owned: bool = field(default=False, repr=False)
 
     @property
@@ -138,7 +137,7 @@ def init_from_env(device_name: str = "auto") -> Distributed:
     if owned:
         # generous timeout: rank 0 may wait for another run's stage lock while the others wait for it
         torch.distributed.init_process_group(backend, timeout=dt.timedelta(hours=2))
-    return Distributed(rank, world, local_rank, device, backend, owned)
+    return Distributed(rank, world, local_rank, device, owned)
 
 
 class _AllReduceSum(torch.autograd.Function):

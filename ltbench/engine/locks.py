@@ -73,10 +73,6 @@ class StageLock:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._content is not None
-
     def try_acquire(self) -> bool:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "namespace": process_namespace(),
                 "run": self.owner, "time": time.time(), "nonce": uuid.uuid4().hex}

@@ -121,21 +121,21 @@ def train_one_epoch(model: LTModel, method: Method, loader, optimizer: torch.opt
             control.on_step(step, n)
         last = step + 1 == state.steps_per_epoch
         if len(recent) >= sync_every or last:
-            stop = _check(recent, state, step, control)
+            stop = _diverged_or_stop(recent, state, step, control)
             recent.clear()
             if stop and not last:  # at the last step the runner saves an epoch-end checkpoint instead
                 # this rank's own sums (the runner saves one per rank): a resumed epoch then adds up in the
                 # same order as an uninterrupted one, and its log line is bit-identical under DDP too
                 raise EpochInterrupted(EpochProgress(step + 1, loss_sum.detach().cpu(), correct.cpu(), seen,
                                                      time.perf_counter() - start))
-    loss_sum, correct, seen = _totals(loss_sum, correct, seen, control)
+    loss_sum, correct, seen = _epoch_sums_over_ranks(loss_sum, correct, seen, control)
     seconds = time.perf_counter() - start
     return {"loss": float(loss_sum) / max(seen, 1), "train_acc": 100.0 * float(correct) / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"] if optimizer.param_groups else 0.0,
             "images": seen, "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
 
 
-def _totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, control: LoopControl):
+def _epoch_sums_over_ranks(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, control: LoopControl):
     """Sums over all ranks (the epoch's log line describes the global batch stream, not rank 0's share)."""
     if control.world == 1:
         return loss_sum.detach(), correct.detach(), seen
@@ -145,7 +145,7 @@ def _totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, control: L
     return totals[0].float(), totals[1].long(), int(totals[2])
 
 
-def _check(losses: list[torch.Tensor], state: StageState, last_step: int, control: LoopControl) -> bool:
+def _diverged_or_stop(losses: list[torch.Tensor], state: StageState, last_step: int, control: LoopControl) -> bool:
     """Raise TrainingDiverged on a non-finite loss (on every rank at once); return whether to stop."""
     values = torch.stack(losses)
     finite = torch.isfinite(values)
