@@ -156,7 +156,7 @@ def test_model_and_batches_are_channels_last(tmp_path):
     from ltbench.engine.progress import Reporter
     from ltbench.engine.precision import autocast
     from ltbench.engine.runner import StageRunner, plan_run
-    from ltbench.results.store import RunStore
+    from ltbench.engine.store import RunStore
 
     plan = plan_run(RunConfig(method="ce", dataset="synthetic", recipe="smoke", device="cuda", precision="bf16",
                               out=str(tmp_path)))

@@ -28,11 +28,12 @@ import torch
 from ..config import RunConfig, Stage, check_settings, get_recipe, scaled_optim, stable_hash
 from ..data import DataBundle, build_data
 from ..errors import ConfigError, LTBenchError, NotFoundError, RunExistsError, WriteError
+from ..files import (_clean, append_jsonl, file_size, read_json, remove_temp_files, truncate, write_error, write_json,
+                     write_npz, write_text)
 from ..method import DataInfo, Method, StageState, create_method
 from ..metrics import classification_metrics
 from ..models import build_model
-from ..results.store import (RunStore, _clean, append_jsonl, file_size, read_json, remove_temp_files, truncate,
-                             write_error, write_json, write_npz, write_text)
+from ..record import config_json, metrics_json
 from .checkpoint import (CheckpointError, capture_rng, checkpoint_dir, load_artifact,
                          load_checkpoint, load_state, restore_rng, save_artifact, save_checkpoint, save_state)
 from .distributed import Distributed, init_from_env, sync_batchnorm
@@ -42,6 +43,7 @@ from .loop import EpochInterrupted, EpochProgress, LoopControl, evaluate, train_
 from .precision import resolve_device, resolve_precision
 from .progress import Reporter
 from .scalars import ScalarLog, check_available
+from .store import RunStore
 
 LOCK_POLL_S = 0.5
 SHARED_HOOKS = Method()  # the hooks of the shared CE stage: the core's, whatever the method
@@ -825,7 +827,7 @@ def _train_and_finish(plan: Plan, runner: StageRunner, run_name: str, run_dir: P
             f"{r['class']},{r['train_count']},{r['test_count']},{r['correct']},{r['acc']:.4f},{r['group']}\n"
             for r in per_class))
         save_state(run_dir / "model.pt", {"model": runner.model.state_dict(), "method": plan.method.state_dict()})
-        write_json(run_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
+        write_json(run_dir / "metrics.json", metrics_json(metrics))  # written last: its presence marks a finished run
         if runner.scalars is not None:
             runner.scalars.close()
         shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)  # model.pt is the final state
@@ -919,4 +921,4 @@ def resolved_config(plan: Plan, run_name: str, world: int = 1) -> dict:
         versions=_versions(), git_commit=_git_commit(), host=socket.gethostname(), command=sys.argv,
         created=dt.datetime.now().isoformat(timespec="seconds"), torch_threads=torch.get_num_threads(),
     )
-    return config
+    return config_json(config)  # the run-file format (ltbench.record), with its schema version

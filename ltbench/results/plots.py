@@ -1,6 +1,6 @@
 """Plots from run folders: ablation, per-class, reliability, imbalance.
 
-Every function takes the runs frame of :func:`ltbench.results.tables.load_runs` and returns a matplotlib
+Every function takes the runs frame of :func:`ltbench.results.runs.load_runs` and returns a matplotlib
 ``Figure`` built without pyplot (no global backend or figure state; saving renders with Agg), so tests can
 read back the plotted numbers from its artists. Values are means over seeds with sample-std error bars
 (0 for a single seed), the same numbers `ltbench table` prints.
@@ -21,9 +21,9 @@ import pandas as pd
 from matplotlib.figure import Figure, SubFigure
 
 from ..errors import ConfigError, DataError
+from ..files import atomic_write, make_folder
 from .significance import read_test_logits
-from .store import atomic_write, make_folder
-from .tables import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
+from .runs import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
 
 KINDS = ("ablation", "per-class", "reliability", "imbalance")
 AXIS_LABELS = {"acc": "top-1 accuracy (%)", "many_acc": "many-shot accuracy (%)",
