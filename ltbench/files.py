@@ -18,6 +18,7 @@ from .errors import WriteError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+
 def _clean(obj):
     """JSON has no NaN/inf: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -100,20 +100,21 @@ class RunRecord:
         config, metrics = self.config, self.metrics or {}
         expected = {**{key: (str, "a string") for key in ("method", "dataset", "backbone", "recipe")},
                     "seed": (int, "an integer")}
+        config_file, metrics_file = self.folder / CONFIG_FILE, self.folder / METRICS_FILE
         for key, (kind, what) in expected.items():
             value = config.get(key)
             if not isinstance(value, kind) or isinstance(value, bool):
-                return f"{self.folder / CONFIG_FILE} has '{key}' = {value!r} ({what} expected)"
+                return f"{config_file} has '{key}' = {value!r} ({what} expected)"
         if config.get("imbalance") is not None and not _number(config["imbalance"]):
-            return f"{self.folder / CONFIG_FILE} has 'imbalance' = {config['imbalance']!r} (a number or null expected)"
+            return f"{config_file} has 'imbalance' = {config['imbalance']!r} (a number or null expected)"
         if not isinstance(config.get("method_options") or {}, dict):
-            return f"{self.folder / CONFIG_FILE} has 'method_options' = {config['method_options']!r} (an object expected)"
+            return f"{config_file} has 'method_options' = {config['method_options']!r} (an object expected)"
         for key in METRICS:
             if metrics.get(key) is not None and not _number(metrics[key]):
-                return f"{self.folder / METRICS_FILE} has '{key}' = {metrics[key]!r} (a number expected)"
+                return f"{metrics_file} has '{key}' = {metrics[key]!r} (a number expected)"
         sizes = metrics.get("group_sizes")
         if not (isinstance(sizes, dict) and all(isinstance(sizes.get(g), int) for g in GROUPS)):
-            return f"{self.folder / METRICS_FILE} has 'group_sizes' = {sizes!r} (many/medium/few class counts expected)"
+            return f"{metrics_file} has 'group_sizes' = {sizes!r} (many/medium/few class counts expected)"
         return None
 
 

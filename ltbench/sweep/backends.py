@@ -13,7 +13,7 @@ from ..config import RunConfig
 from ..engine.progress import Reporter
 from ..errors import ConfigError
 
-# running ---------------------------------------------------------------------------------------------
+
 def _summary(metrics: dict) -> dict:
     return {"run_name": metrics["run_name"], "acc": metrics["acc"],
             "reused": [stage["name"] for stage in metrics["stages"] if stage.get("reused")]}

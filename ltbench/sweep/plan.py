@@ -47,7 +47,6 @@ def stage_work(stage) -> float:
     return stage.epochs * (1.0 if stage.trainable == "all" else FROZEN_SHARE)
 
 
-# planning --------------------------------------------------------------------------------------------
 def scan_runs(results: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     """run key -> run folder name, for finished runs (metrics.json, written last) and for unfinished ones
     (config.json only: stopped or killed, resumable from their checkpoint; the newest one per key)."""

@@ -34,7 +34,6 @@ class Suite:
     runs: list[tuple[str, RunConfig]]  # (label, config)
 
 
-# reading suites --------------------------------------------------------------------------------------
 def _check_type(path: Path, key: str, value, hint) -> None:
     types = tuple(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
     types += (int,) if float in types else ()
