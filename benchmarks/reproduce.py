@@ -26,11 +26,15 @@ KEYS = ("acc", "many_acc", "medium_acc", "few_acc", "ece")
 
 
 def runs_by_identity(folder: Path) -> dict:
+    """(method, options, seed) -> metrics of every finished run under ``folder`` (read via ltbench.record)."""
+    from ltbench.record import is_finished, read, run_folders
+
     runs = {}
-    for metrics_file in folder.glob("runs/*/metrics.json"):
-        config = json.loads((metrics_file.parent / "config.json").read_text())
+    for run in filter(is_finished, run_folders(folder)):
+        record = read(run)
+        config = record.config
         identity = (config["method"], json.dumps(config["method_options"], sort_keys=True), config["seed"])
-        runs[identity] = json.loads(metrics_file.read_text())
+        runs[identity] = record.metrics
     return runs
 
 

@@ -339,7 +339,7 @@ def sweep(
     --executor slurm the command submits one job per run and waits for them (runs that reuse a stage 1 go
     in once it exists); jobs already submitted keep running if it is stopped.
     """
-    from .results.sweep import SlurmOptions, describe, load_suite, plan_sweep, run_sweep
+    from .sweep import SlurmOptions, describe, load_suite, plan_sweep, run_sweep
 
     def log(message: str) -> None:
         err.print(message, markup=False, highlight=False, soft_wrap=True)

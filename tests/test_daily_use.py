@@ -111,7 +111,7 @@ def test_run_results_option_and_the_deprecated_out(tmp_path):
 
 
 def test_sweep_data_root_replaces_the_suites(tmp_path):
-    from ltbench.results.sweep import load_suite
+    from ltbench.sweep import load_suite
 
     suite = tmp_path / "s.toml"
     suite.write_text('name = "s"\nmethods = ["ce", "crt"]\ndatasets = ["digits-lt"]\nseeds = [0, 1]\n'

@@ -14,6 +14,8 @@ def test_wheel_ships_methods_inside_the_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "ltbench/methods/dasl.py" in names and "ltbench/methods/crt.py" in names
     assert not any(name.startswith("methods/") for name in names)
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "ltbench").rglob("*.py")}
+    assert modules <= set(names), sorted(modules - set(names))  # a new subpackage missing from pyproject.toml
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)

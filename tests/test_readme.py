@@ -79,7 +79,7 @@ def test_every_readme_command_block_runs_in_order(tmp_path, monkeypatch):
 
 def test_the_smoke_suite_of_the_readme_runs_every_built_in_method():
     from ltbench.registry import load_methods
-    from ltbench.results.sweep import load_suite
+    from ltbench.sweep import load_suite
 
     built_in = {e.name for e in load_methods().entries() if e.origin == "built-in"}
     suite = load_suite(REPO / "benchmarks" / "smoke.toml")

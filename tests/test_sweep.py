@@ -8,9 +8,10 @@ import torch
 from test_tables import invoke  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from ltbench.config import RunConfig
+from ltbench.engine.store import RunStore
 from ltbench.errors import ConfigError
-from ltbench.results.store import RunStore, write_json
-from ltbench.results.sweep import SweepRun, load_suite, schedule
+from ltbench.files import write_json
+from ltbench.sweep import SweepRun, load_suite, schedule
 
 TINY = """
 methods = ["ce", "crt"]
@@ -250,7 +251,7 @@ def test_runs_with_the_most_work_left_start_first(tmp_path):
 def test_pool_runs_share_the_cores_and_a_lone_run_takes_them_all():
     import multiprocessing
 
-    from ltbench.results.sweep import CoreShare
+    from ltbench.sweep import CoreShare
 
     before = torch.get_num_threads()
     running = multiprocessing.get_context("spawn").Value("i", 0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LTBenchError
-from ..results.store import atomic_write, fsync_dir, read_json, remove_temp_files, write_error, write_json
+from ..files import atomic_write, fsync_dir, read_json, remove_temp_files, write_error, write_json
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, PREV = "last.pt", "prev.pt"

@@ -23,8 +23,9 @@ from ..config import RunConfig
 from ..errors import ConfigError, NotFoundError, RunExistsError, WriteError
 from ..method import create_method
 from ..metrics import classification_metrics
-from ..results.store import (RunStore, append_jsonl, file_size, read_json, remove_temp_files, truncate, write_error,
-                             write_json, write_npz, write_text)
+from ..files import (append_jsonl, file_size, read_json, remove_temp_files, truncate, write_error, write_json, write_npz,
+                     write_text)
+from ..record import METRICS_FILE, PER_CLASS_FILE, TEST_LOGITS_FILE, config_json, metrics_json
 from .checkpoint import (CheckpointError, ResumePoint, checkpoint_dir, load_checkpoint, load_state, save_checkpoint,
                          save_state)
 from .distributed import Distributed
@@ -32,6 +33,7 @@ from .locks import StageLock, describe_holder
 from .plan import Plan, default_run_name, resolved_workers
 from .progress import Reporter
 from .scalars import ScalarLog
+from .store import RunStore
 
 RUN_LOCK = ".lock"  # in the run folder: held while a process runs it (so a resume never joins a live run)
 RUN_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems: longer names fail in mkdir
@@ -204,14 +206,14 @@ def finish_run(folder: RunFolder, plan: Plan, test, stage_records: list[dict], w
                                    "epoch": checkpoint["epoch"], "step": checkpoint["step"]}
     if folder.dist.is_main:
         run_dir = folder.path
-        write_npz(run_dir / "test_logits.npz", logits=logits.cpu().numpy().astype(np.float32),
+        write_npz(run_dir / TEST_LOGITS_FILE, logits=logits.cpu().numpy().astype(np.float32),
                   labels=labels.cpu().numpy().astype(np.int64))
         header = "class,train_count,test_count,correct,acc,group\n"
-        write_text(run_dir / "per_class.csv", header + "".join(
+        write_text(run_dir / PER_CLASS_FILE, header + "".join(
             f"{r['class']},{r['train_count']},{r['test_count']},{r['correct']},{r['acc']:.4f},{r['group']}\n"
             for r in per_class))
         save_state(run_dir / "model.pt", {"model": model.state_dict(), "method": plan.method.state_dict()})
-        write_json(run_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
+        write_json(run_dir / METRICS_FILE, metrics_json(metrics))  # written last: its presence marks a finished run
         if folder.scalars is not None:
             folder.scalars.close()
         shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)  # model.pt is the final state
@@ -251,7 +253,7 @@ def resolved_config(plan: Plan, run_name: str, world: int = 1) -> dict:
         versions=_versions(), git_commit=_git_commit(), host=socket.gethostname(), command=sys.argv,
         created=dt.datetime.now().isoformat(timespec="seconds"), torch_threads=torch.get_num_threads(),
     )
-    return config
+    return config_json(config)  # the run-file format (ltbench.record), with its schema version
 
 
 def check_run_name(name: str) -> None:

@@ -18,7 +18,7 @@ from ..config import RunConfig
 from ..errors import LTBenchError, WriteError
 from ..metrics import classification_metrics
 from ..method import DataInfo
-from ..results.store import RunStore, _clean
+from ..files import _clean
 from .checkpoint import ResumePoint
 from .distributed import Distributed, init_from_env
 from .interrupt import GracefulStop, RunInterrupted, refuse_if_stopped
@@ -27,6 +27,7 @@ from .progress import Reporter
 from .run_folder import RunFolder, check_plan_unchanged, check_run_name, finish_run, resume_config
 from .scalars import check_available
 from .stage_cache import Decision, StageCache
+from .store import RunStore
 from .trainer import OutOfMemory, Trainer, build_stage_model
 
 

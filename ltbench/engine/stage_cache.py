@@ -13,11 +13,11 @@ from typing import Callable
 from ..config import Stage
 from ..method import Method
 from ..models.heads import LTModel
-from ..results.store import RunStore
 from .checkpoint import CheckpointError, load_artifact, load_state, save_artifact
 from .distributed import Distributed
 from .locks import StageLock, describe_holder
 from .progress import Reporter
+from .store import RunStore
 
 LOCK_POLL_S = 0.5
 

@@ -1,6 +1,6 @@
 """Plots from run folders: ablation, per-class, reliability, imbalance.
 
-Every function takes the runs frame of :func:`ltbench.results.tables.load_runs` and returns a matplotlib
+Every function takes the runs frame of :func:`ltbench.results.runs.load_runs` and returns a matplotlib
 ``Figure`` built without pyplot (no global backend or figure state; saving renders with Agg), so tests can
 read back the plotted numbers from its artists. Values are means over seeds with sample-std error bars
 (0 for a single seed), the same numbers `ltbench table` prints.
@@ -21,9 +21,10 @@ import pandas as pd
 from matplotlib.figure import Figure, SubFigure
 
 from ..errors import ConfigError, DataError
+from ..files import atomic_write, make_folder
+from ..record import PER_CLASS_FILE, TEST_LOGITS_FILE
+from .runs import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
 from .significance import read_test_logits
-from .store import atomic_write, make_folder
-from .tables import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
 
 KINDS = ("ablation", "per-class", "reliability", "imbalance")
 AXIS_LABELS = {"acc": "top-1 accuracy (%)", "many_acc": "many-shot accuracy (%)",
@@ -130,7 +131,7 @@ def _ablation(fig: Canvas, df: pd.DataFrame, context: str, metric: str) -> None:
 
 
 def _read_per_class(run: pd.Series) -> pd.DataFrame:
-    path = Path(run["path"]) / "per_class.csv"
+    path = Path(run["path"]) / PER_CLASS_FILE
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as exc:  # ValueError: pandas' parser and empty-data errors, bad UTF-8
@@ -193,7 +194,7 @@ def reliability(df: pd.DataFrame, warn: Callable[[str], None] = warnings.warn) -
     """One reliability diagram per method: accuracy per confidence bin (15 bins, seeds pooled), over a
     histogram of the images in each bin (a bin of a few images is noise, however far off it looks); one
     panel per setting. Runs without test_logits.npz (made before runs kept them) are left out with a warning."""
-    kept = df[[(Path(path) / "test_logits.npz").is_file() for path in df["path"]]]
+    kept = df[[(Path(path) / TEST_LOGITS_FILE).is_file() for path in df["path"]]]
     left_out = df[~df["run"].isin(kept["run"])]
     if not left_out.empty:
         warn(f"reliability plot: left out {len(left_out)} run(s) without test_logits.npz "

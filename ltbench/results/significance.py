@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..record import TEST_LOGITS_FILE
 
 REPLICATES = 2000
 BOOTSTRAP_SEED = 0
@@ -43,7 +44,7 @@ class Interval:
 
 def read_test_logits(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``test_logits.npz`` of a run: (N x classes logits, N labels), or DataError naming the file."""
-    path = Path(folder) / "test_logits.npz"
+    path = Path(folder) / TEST_LOGITS_FILE
     try:
         with np.load(path, allow_pickle=False) as saved:
             logits, labels = saved["logits"].astype(np.float64), saved["labels"]

@@ -1,5 +1,7 @@
-"""Run folders and stage artifacts on disk. Every write is atomic (temp file + fsync + rename) and a
-run folder is never overwritten; tables and plots only ever read these files."""
+"""Files on disk: every write is atomic (temp file + fsync + rename), a failed one is one line (WriteError).
+
+Torch-free and below every other layer: the engine's run store (ltbench.engine.store), the run-record
+format (ltbench.record) and the table and plot writers (ltbench.results) all write through it."""
 from __future__ import annotations
 
 import errno
@@ -9,14 +11,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError, RunExistsError, WriteError
+from .errors import WriteError
 
 # mkstemp creates 0600 files; results folders are often shared by a lab, so files get the usual
 # umask-derived mode instead (read once at import, while the process is still single-threaded)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-RUN_FILES = ("config.json", "metrics.json", "per_class.csv", "epochs.jsonl", "test_logits.npz", "subset.npz")
 
 
 def _clean(obj):
@@ -142,46 +142,3 @@ def truncate(path: Path, size: int) -> None:
 def read_json(path: Path):
     with open(path) as f:
         return json.load(f)
-
-
-class RunStore:
-    """``<out>/runs/<run-name>/`` per run, ``<out>/stages/<key>/`` per reusable stage artifact."""
-
-    def __init__(self, out: str | Path):
-        self.root = Path(out).expanduser()
-        self.runs = self.root / "runs"
-        self.stages = self.root / "stages"
-
-    def check_writable(self) -> None:
-        try:
-            self.runs.mkdir(parents=True, exist_ok=True)
-            self.stages.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=self.runs, prefix=".probe", delete=True)
-            probe.close()
-        except OSError as exc:
-            raise ConfigError(f"output folder {self.root} is not writable ({exc.strerror}); pass --results DIR") from None
-
-    def create_run(self, name: str) -> Path:
-        run_dir = self.runs / name
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)  # atomic: two runs can never claim one name
-        except FileExistsError:
-            raise RunExistsError(
-                f"run '{name}' already exists in {self.runs}; choose another --run-name "
-                f"(or add --resume to continue it if it did not finish)") from None
-        return run_dir
-
-    def run_dir(self, name: str) -> Path:
-        return self.runs / name
-
-    def stage_dir(self, key: str) -> Path:
-        return self.stages / key
-
-    def stage_lock(self, key: str) -> Path:
-        return self.stages / f"{key}.lock"
-
-    def has_stage(self, key: str) -> bool:
-        return (self.stage_dir(key) / "meta.json").exists()
-
-    def completed_runs(self) -> list[Path]:
-        return sorted(p.parent for p in self.runs.glob("*/metrics.json"))
