@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -264,11 +264,8 @@ RECIPES: dict[str, Recipe] = {
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(RECIPES), n=2)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown recipe '{name}'{hint} (choose from {', '.join(RECIPES)})")
+        raise ConfigError(f"unknown recipe '{name}'{did_you_mean(name, RECIPES, n=1)} "
+                          f"(choose from {', '.join(RECIPES)})")
     return RECIPES[name]
 
 
