@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from .config import Range, Recipe, Stage
 from .errors import ConfigError
 from .models.heads import LTModel, Outputs
+from .registry import create_method  # noqa: F401  (lives with the registry; importable from here as before)
 
 
 @dataclass
@@ -195,10 +196,3 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-
-def create_method(name: str, options: dict | None = None, plugins=None) -> Method:
-    from .registry import load_methods
-
-    registry = load_methods(plugins)
-    return registry.get(name).obj(**(options or {}))
