@@ -50,7 +50,7 @@ def prepare(method_name: str, options: dict, device: torch.device, batch_size: i
     method = create_method(method_name, options)
     model = build_model("resnet32", num_classes, 3)
     counts = torch.full((num_classes,), 100, device=device)
-    info = DataInfo(num_classes, counts, torch.zeros(num_classes, device=device), 3, 32, device)
+    info = DataInfo(num_classes, counts, torch.zeros(num_classes, device=device), device)
     method.setup(model, info)
     model.to(device).to(memory_format=torch.channels_last)
     recipe = get_recipe("paper")

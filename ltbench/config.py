@@ -140,7 +140,6 @@ class Stage:
     loss: str = "ce"
     options: tuple[tuple[str, Any], ...] = ()
     reinit_classifier: bool = False
-    intermediates: bool = False  # the loss needs multi-stage feature maps
     post: str | None = None  # name of the post-hoc step (``Method.post_stage``) run after this stage's training
     bn: str = "frozen"  # stages with a frozen backbone: "train" re-estimates its BN statistics, "frozen" keeps them
     shared: bool = False  # the plain CE stage 1 (``Recipe.representation()``): trained by the core's hooks alone
@@ -171,6 +170,8 @@ class Stage:
     def spec(self) -> dict:
         spec = dataclasses.asdict(self)
         spec["options"] = {k: v for k, v in self.options}
+        # a removed field that nothing read; the stage keys of existing artifacts hashed it, so it stays here
+        spec["intermediates"] = False
         return spec
 
 

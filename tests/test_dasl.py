@@ -45,7 +45,7 @@ def build(options=None, backbone="resnet32", num_classes=NUM_CLASSES, in_chans=3
     method = create_method("dasl", options or {})
     model = build_model(backbone, num_classes, in_chans)
     info = DataInfo(num_classes, torch.full((num_classes,), 10), torch.zeros(num_classes, dtype=torch.long),
-                    in_chans, 16, torch.device("cpu"))
+                    torch.device("cpu"))
     method.setup(model, info)
     return model, method, info, {s.name: s for s in method.stages(get_recipe("smoke"))}
 

@@ -221,7 +221,7 @@ class StageRunner:
         from ..data.longtail import shot_groups
 
         self.info = DataInfo(data.num_classes, counts, torch.as_tensor(shot_groups(data.class_counts), device=self.device),
-                             data.source.channels, data.source.image_size, self.device)
+                             self.device)
         _seed_all(config.seed)
         self.model = build_model(plan.backbone, data.num_classes, data.source.channels, config.pretrained)
         head = plan.method.classifier(self.model.backbone.num_features, data.num_classes)
