@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError, did_you_mean
 
@@ -270,41 +270,85 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+def setting(default: Any = None, *, factory: Callable | None = None, defining: bool = False,
+            resolved_later: bool = False, suite: bool = True, cli: str | None = None) -> Any:
+    """A RunConfig field and what it is to the rest of ltbench, said once here (``dataclasses.field`` metadata):
+
+    - ``defining``: part of what the run computes: a resumed run takes it from its config.json, and one given
+      again with ``--resume`` must agree (the others, such as the device or the data root, may differ);
+    - ``resolved_later``: the default stands for a value the run resolves (None: the dataset's; "auto": the
+      machine's), so on ``--resume`` it agrees with whatever the run resolved it to;
+    - ``suite``: a suite file may set it (False: the sweep sets it itself, per run);
+    - ``cli``: the ``ltbench run`` parameter that gives it, where its name differs from the field's.
+    """
+    metadata = {"defining": defining, "resolved_later": resolved_later, "suite": suite, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class RunConfig:
-    """Everything that defines a run. Resolved values are written to the run's config.json."""
+    """Everything that defines a run. Resolved values are written to the run's config.json. Each field's
+    metadata (``setting``) says whether it defines the run, whether suites may set it, and its CLI name."""
 
-    method: str = "dasl"
-    method_options: dict = field(default_factory=dict)
-    dataset: str = "digits-lt"
-    imbalance: float | None = None  # None: the dataset's default
-    profile: str = "exp"  # exp (LDAM-DRW rule) | step
-    subset_seed: int = 0  # numpy seed of the LT subset (docs/protocol.md: default 0)
-    val_per_class: int | None = None  # None: the dataset's default
-    backbone: str | None = None  # None: the dataset's default
-    pretrained: bool = False
-    recipe: str | None = None  # None: the dataset's default
-    epochs: int | None = None
-    stage2_epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    stage2_lr: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: bool = False
-    tensorboard: bool = False  # also write the per-epoch scalars for TensorBoard (RUN/tensorboard/)
-    data_root: str | None = None
-    out: str = "results"
-    run_name: str | None = None
-    resume: bool = False
-    retrain_before: float | None = None  # --retrain: stage artifacts older than this time (epoch s) are not reused
-    plugins: list = field(default_factory=list)
-    eval_batch_size: int = 1024
-    workers: int | None = None  # DataLoader workers of the file-list data path (None: data.loaders.default_workers)
+    method: str = setting("dasl", defining=True, suite=False)
+    method_options: dict = setting(factory=dict, defining=True, suite=False, cli="option")
+    dataset: str = setting("digits-lt", defining=True, suite=False)
+    imbalance: float | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    profile: str = setting("exp", defining=True)  # exp (LDAM-DRW rule) | step
+    subset_seed: int = setting(0, defining=True)  # numpy seed of the LT subset (docs/protocol.md: default 0)
+    val_per_class: int | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    backbone: str | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    pretrained: bool = setting(False, defining=True)
+    recipe: str | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    epochs: int | None = setting(None, defining=True)
+    stage2_epochs: int | None = setting(None, defining=True)
+    batch_size: int | None = setting(None, defining=True)
+    lr: float | None = setting(None, defining=True)
+    stage2_lr: float | None = setting(None, defining=True)
+    seed: int = setting(0, defining=True, suite=False)
+    device: str = setting("auto")
+    precision: str = setting("auto", defining=True, resolved_later=True)  # auto | fp32 | bf16 | fp16
+    compile: bool = setting(False, defining=True, cli="compile_model")
+    tensorboard: bool = setting(False)  # also write the per-epoch scalars for TensorBoard (RUN/tensorboard/)
+    data_root: str | None = setting(None)
+    out: str = setting("results", suite=False, cli="results")
+    run_name: str | None = setting(None, suite=False)
+    resume: bool = setting(False, suite=False)
+    # --retrain: stage artifacts older than this time (epoch s) are not reused
+    retrain_before: float | None = setting(None, suite=False, cli="retrain")
+    plugins: list = setting(factory=list)
+    eval_batch_size: int = setting(1024)
+    workers: int | None = setting(None)  # DataLoader workers of file-list data (None: data.loaders.default_workers)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def defining_fields() -> tuple[str, ...]:
+    """The RunConfig fields that define what a run computes (``setting(defining=True)``), in field order."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["defining"])
+
+
+def resolved_later() -> dict[str, Any]:
+    """Field -> its default, for the fields whose default stands for a value the run resolves."""
+    return {f.name: f.default for f in dataclasses.fields(RunConfig) if f.metadata["resolved_later"]}
+
+
+def not_in_suites() -> tuple[str, ...]:
+    """The RunConfig fields a suite file may not set: the sweep sets them per run."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if not f.metadata["suite"])
+
+
+def cli_parameter(name: str) -> str:
+    """The ``ltbench run`` parameter that gives RunConfig field ``name``."""
+    return next(f.metadata["cli"] or f.name for f in dataclasses.fields(RunConfig) if f.name == name)
+
+
+def cli_to_config() -> dict[str, str]:
+    """``ltbench run`` parameter -> RunConfig field, where the two names differ."""
+    return {f.metadata["cli"]: f.name for f in dataclasses.fields(RunConfig) if f.metadata["cli"]}
 
 
 # The numeric RunConfig fields and their allowed values: checked for `ltbench run` (named by their option)

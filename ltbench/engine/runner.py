@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, Stage, check_settings, get_recipe, scaled_optim, stable_hash
+from ..config import (RunConfig, Stage, check_settings, defining_fields, get_recipe, resolved_later, scaled_optim,
+                      stable_hash)
 from ..data import DataBundle, build_data
 from ..errors import ConfigError, LTBenchError, NotFoundError, RunExistsError, WriteError
 from ..method import DataInfo, Method, StageState, create_method
@@ -48,10 +49,8 @@ SHARED_HOOKS = Method()  # the hooks of the shared CE stage: the core's, whateve
 
 # RunConfig fields that define what a run computes: a resumed run takes them from its config.json, and
 # any of them given again on the command line must agree (the others may differ: device, data root, ...)
-DEFINING_FIELDS = ("method", "method_options", "dataset", "imbalance", "profile", "subset_seed", "val_per_class",
-                   "backbone", "pretrained", "recipe", "epochs", "stage2_epochs", "batch_size", "lr", "stage2_lr",
-                   "seed", "precision", "compile")
-RESOLVED_LATER = {"imbalance": None, "backbone": None, "recipe": None, "precision": "auto", "val_per_class": None}
+DEFINING_FIELDS = defining_fields()  # RunConfig's field metadata (config.setting) says which
+RESOLVED_LATER = resolved_later()
 
 
 class OutOfMemory(LTBenchError):
@@ -78,10 +77,7 @@ class Plan:
 def data_spec(dataset: str, data: DataBundle) -> dict:
     """What identifies the training data of a stage: the LT subset rule, its seed, and a fingerprint of the
     actual images and labels (train and validation), so another copy of the data is another key."""
-    info = data.info
-    return {"dataset": dataset, "imbalance": info.get("imbalance"), "profile": info.get("profile"),
-            "subset_seed": info.get("subset_seed"), "val_per_class": info.get("val_per_class"),
-            "train_size": info["train_size"], "fingerprint": data.fingerprint}
+    return data.spec.key(data.fingerprint)  # data.spec.dataset is ``dataset``: build_data was given it
 
 
 def stage_code(method: Method, stages: list[Stage]) -> list[str]:

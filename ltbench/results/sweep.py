@@ -54,7 +54,7 @@ from itertools import product
 from pathlib import Path
 from typing import Callable
 
-from ..config import RunConfig, get_recipe, setting_problem
+from ..config import RunConfig, get_recipe, not_in_suites, setting_problem
 from ..engine.progress import Reporter
 from ..errors import ConfigError, LTBenchError, NotFoundError
 from .store import RunStore, read_json
@@ -66,7 +66,7 @@ except ImportError:  # Python 3.10
 
 AXIS_ALIASES = {"methods": "method", "datasets": "dataset", "seeds": "seed"}
 SUITE_KEYS = ("name", "description", "options", "variants")
-NOT_IN_SUITES = ("method", "dataset", "seed", "method_options", "out", "run_name", "resume", "retrain_before")  # set by the sweep
+NOT_IN_SUITES = not_in_suites()  # set by the sweep (RunConfig field metadata, config.setting)
 VARIANT_KEYS = ("name", "method", "options")
 EXECUTORS = ("local", "slurm")
 HIDDEN_EXECUTORS = {"submitit-local": "local", "submitit-debug": "debug"}  # submitit's stand-ins, for tests
