@@ -111,12 +111,14 @@ def run(
     lr: Optional[float] = typer.Option(None, help="Stage-1 base learning rate (before batch-size scaling)."),
     stage2_lr: Optional[float] = typer.Option(None, help="Stage-2 base learning rate."),
     seed: int = typer.Option(DEFAULT.seed, help="Training seed (model init, sampling, augmentation)."),
-    subset_seed: int = typer.Option(DEFAULT.subset_seed, help="Seed of the long-tailed subset choice (docs/protocol.md: 0)."),
+    subset_seed: int = typer.Option(DEFAULT.subset_seed, help="Seed of the long-tailed subset choice "
+                                    "(docs/protocol.md: 0)."),
     val_per_class: Optional[int] = typer.Option(None, help="Validation images per class, held out of the balanced "
                                                 "train pool before the long-tailed subset (default: the dataset's; "
                                                 "0: none, and no method may tune)."),
     device: str = typer.Option(DEFAULT.device, help="cpu, cuda, cuda:N or auto."),
-    precision: str = typer.Option(DEFAULT.precision, help="auto (bf16 where the hardware runs it natively), fp32, bf16, fp16."),
+    precision: str = typer.Option(DEFAULT.precision, help="auto (bf16 where the hardware runs it natively), fp32, "
+                                  "bf16, fp16."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the data sets (default $LTBENCH_DATA or "
                                              "~/data)."),
     download: bool = typer.Option(False, help="Let torchvision download the data set if it is missing."),
@@ -126,21 +128,23 @@ def run(
     run_name: Optional[str] = typer.Option(None, help="Run folder name (default: method-dataset-IF-seed-time)."),
     plugins: Optional[List[Path]] = typer.Option(None, "--plugins", help=PLUGINS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
-    resume: bool = typer.Option(DEFAULT.resume, "--resume", help="Continue the unfinished run --run-name NAME from its last "
-                                "checkpoint, with the settings in its config.json (options given again must agree)."),
+    resume: bool = typer.Option(DEFAULT.resume, "--resume", help="Continue the unfinished run --run-name NAME from "
+                                "its last checkpoint, with the settings in its config.json (options given again "
+                                "must agree)."),
     nproc: int = typer.Option(1, "--nproc", help="Train with N processes on this machine (DistributedDataParallel"
                               ", one per GPU, or gloo on CPU): re-launches itself through torchrun. --batch-size stays "
                               "the global batch."),
-    eval_batch_size: int = typer.Option(DEFAULT.eval_batch_size, "--eval-batch-size", min=1, help="Batch size of evaluation passes."),
+    eval_batch_size: int = typer.Option(DEFAULT.eval_batch_size, "--eval-batch-size", min=1,
+                                        help="Batch size of evaluation passes."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers per process for the "
                                           "file-list data sets (ImageNet-LT, Places-LT, iNat18); default: the cores "
                                           "this process may use, shared among the processes on this machine, less "
                                           "one."),
-    compile_model: bool = typer.Option(DEFAULT.compile, "--compile", help="torch.compile the training forward pass (pays a "
-                                       "warm-up of tens of seconds; worth it for long GPU runs)."),
-    tensorboard: bool = typer.Option(DEFAULT.tensorboard, "--tensorboard", help="Also write the per-epoch scalars (loss, train "
-                                     "accuracy, lr, img/s) and each stage's test metrics for TensorBoard into "
-                                     "RUN/tensorboard/ (needs pip install 'ltbench[tensorboard]')."),
+    compile_model: bool = typer.Option(DEFAULT.compile, "--compile", help="torch.compile the training forward pass "
+                                       "(pays a warm-up of tens of seconds; worth it for long GPU runs)."),
+    tensorboard: bool = typer.Option(DEFAULT.tensorboard, "--tensorboard", help="Also write the per-epoch scalars "
+                                     "(loss, train accuracy, lr, img/s) and each stage's test metrics for TensorBoard "
+                                     "into RUN/tensorboard/ (needs pip install 'ltbench[tensorboard]')."),
     retrain: bool = typer.Option(False, "--retrain", help="Train every stage afresh instead of reusing cached "
                                  "stage artifacts (which are then replaced); for changes the stage keys do not "
                                  "cover (see the README's 'Stage reuse')."),
