@@ -52,7 +52,7 @@ def prepare(method_name: str, options: dict, device: torch.device, batch_size: i
     them up (``build_stage_model``, ``Trainer.begin_stage``)."""
     method = create_method(method_name, options)
     counts = torch.full((num_classes,), 100, device=device)
-    info = DataInfo(num_classes, counts, torch.zeros(num_classes, device=device), 3, 32, device)
+    info = DataInfo(num_classes, counts, torch.zeros(num_classes, device=device), device)
     model = build_stage_model(method, "resnet32", 3, info, seed=0)
     stage = method.stages(get_recipe("paper"))[0]
     stage = replace(stage, optim=replace(stage.optim, epochs=1, batch_size=batch_size))

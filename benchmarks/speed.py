@@ -201,7 +201,7 @@ def main(argv=None) -> dict:
     test = TensorLoader(data.test, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                         Augment(4, True), device)
     counts = torch.as_tensor(data.class_counts, device=device)
-    info = DataInfo(10, counts, torch.zeros(10, dtype=torch.long, device=device), 3, 32, device)
+    info = DataInfo(10, counts, torch.zeros(10, dtype=torch.long, device=device), device)
     print(f"{data_label}: {len(train)} train images; ResNet-32, batch {args.batch_size}, {device.type} {precision}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 

@@ -1,6 +1,7 @@
 """The `ltbench` command line (typer): thin commands that parse, call and print."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -11,10 +12,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .config import RECIPES
+from .config import RECIPES, RunConfig, cli_parameter
 from .errors import ConfigError, LTBenchError
 
 RECIPE_NAMES = ", ".join(RECIPES)
+DEFAULT = RunConfig()  # the defaults of `ltbench run`'s options that are RunConfig fields
 
 app = typer.Typer(
     help="Benchmark harness for long-tailed image recognition: DaSL next to cRT, LWS, tau-norm, NCM and label "
@@ -64,6 +66,25 @@ def _results_folder(results: Path, deprecated_out: Path | None) -> Path:
     return deprecated_out
 
 
+# `ltbench run` parameters that are no RunConfig field (every other one gives the field its metadata names)
+RUN_ONLY = ("download", "out_dir", "quiet", "nproc")
+# RunConfig fields whose CLI value is converted (the others are taken as given)
+FROM_CLI = {
+    "method_options": lambda pairs: parse_options(pairs),
+    "out": str,
+    "data_root": lambda root: str(root) if root else None,
+    "plugins": lambda paths: [str(p) for p in paths or []],
+    "retrain_before": lambda retrain: time.time() if retrain else None,  # --retrain: nothing cached before now
+}
+
+
+def run_config(params: dict) -> RunConfig:
+    """The RunConfig of `ltbench run`'s parameters (``ctx.params``, with ``results`` resolved): every field from
+    the parameter its metadata names (``config.setting(cli=...)``, else the field's own name)."""
+    values = {f.name: params[cli_parameter(f.name)] for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{name: FROM_CLI.get(name, lambda value: value)(value) for name, value in values.items()})
+
+
 PLUGINS_HELP = "Extra folder (or .py file) of method plugins; repeatable. Also read from $LTBENCH_PLUGINS."
 
 
@@ -71,17 +92,17 @@ PLUGINS_HELP = "Extra folder (or .py file) of method plugins; repeatable. Also r
 @user_errors
 def run(
     ctx: typer.Context,
-    method: str = typer.Option("dasl", "--method", "-m", help="Method name (see `ltbench methods`)."),
-    dataset: str = typer.Option("digits-lt", "--dataset", "-d", help="Dataset (see `ltbench datasets`); the "
+    method: str = typer.Option(DEFAULT.method, "--method", "-m", help="Method name (see `ltbench methods`)."),
+    dataset: str = typer.Option(DEFAULT.dataset, "--dataset", "-d", help="Dataset (see `ltbench datasets`); the "
                                 "default, digits-lt, ships with scikit-learn and needs no download."),
     imbalance: Optional[float] = typer.Option(None, "--imbalance", help="Imbalance factor IF = max/min class "
                                               "count (LDAM-DRW rule); default: the dataset's."),
-    profile: str = typer.Option("exp", help="Long-tail profile: exp (LDAM-DRW) or step."),
+    profile: str = typer.Option(DEFAULT.profile, help="Long-tail profile: exp (LDAM-DRW) or step."),
     option: Optional[List[str]] = typer.Option(None, "--opt", "-o", help="Method option KEY=VALUE, repeatable "
                                                 "(see `ltbench methods NAME`)."),
     backbone: Optional[str] = typer.Option(None, help="Any timm model name (resnet32 for CIFAR is ours); "
                                            "default: the dataset's."),
-    pretrained: bool = typer.Option(False, help="Load timm's pretrained weights (downloads them)."),
+    pretrained: bool = typer.Option(DEFAULT.pretrained, help="Load timm's pretrained weights (downloads them)."),
     recipe: Optional[str] = typer.Option(None, help=f"Schedule preset: {RECIPE_NAMES}; default: the dataset's "
                                          "(`ltbench datasets`)."),
     epochs: Optional[int] = typer.Option(None, help="Stage-1 epochs (milestones and warm-up scale along)."),
@@ -89,37 +110,41 @@ def run(
     batch_size: Optional[int] = typer.Option(None, help="Batch size; the learning rate scales linearly with it."),
     lr: Optional[float] = typer.Option(None, help="Stage-1 base learning rate (before batch-size scaling)."),
     stage2_lr: Optional[float] = typer.Option(None, help="Stage-2 base learning rate."),
-    seed: int = typer.Option(0, help="Training seed (model init, sampling, augmentation)."),
-    subset_seed: int = typer.Option(0, help="Seed of the long-tailed subset choice (docs/protocol.md: 0)."),
+    seed: int = typer.Option(DEFAULT.seed, help="Training seed (model init, sampling, augmentation)."),
+    subset_seed: int = typer.Option(DEFAULT.subset_seed, help="Seed of the long-tailed subset choice "
+                                    "(docs/protocol.md: 0)."),
     val_per_class: Optional[int] = typer.Option(None, help="Validation images per class, held out of the balanced "
                                                 "train pool before the long-tailed subset (default: the dataset's; "
                                                 "0: none, and no method may tune)."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    precision: str = typer.Option("auto", help="auto (bf16 where the hardware runs it natively), fp32, bf16, fp16."),
+    device: str = typer.Option(DEFAULT.device, help="cpu, cuda, cuda:N or auto."),
+    precision: str = typer.Option(DEFAULT.precision, help="auto (bf16 where the hardware runs it natively), fp32, "
+                                  "bf16, fp16."),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding the data sets (default $LTBENCH_DATA or "
                                              "~/data)."),
     download: bool = typer.Option(False, help="Let torchvision download the data set if it is missing."),
-    results: Path = typer.Option(Path("results"), "--results", help="Results folder: runs go to "
+    results: Path = typer.Option(Path(DEFAULT.out), "--results", help="Results folder: runs go to "
                                  "RESULTS/runs/<name>/, reusable stages to RESULTS/stages/<key>/."),
     out_dir: Optional[Path] = typer.Option(None, "--out", hidden=True, help="Deprecated spelling of --results."),
     run_name: Optional[str] = typer.Option(None, help="Run folder name (default: method-dataset-IF-seed-time)."),
     plugins: Optional[List[Path]] = typer.Option(None, "--plugins", help=PLUGINS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run --run-name NAME from its last "
-                                "checkpoint, with the settings in its config.json (options given again must agree)."),
+    resume: bool = typer.Option(DEFAULT.resume, "--resume", help="Continue the unfinished run --run-name NAME from "
+                                "its last checkpoint, with the settings in its config.json (options given again "
+                                "must agree)."),
     nproc: int = typer.Option(1, "--nproc", help="Train with N processes on this machine (DistributedDataParallel"
                               ", one per GPU, or gloo on CPU): re-launches itself through torchrun. --batch-size stays "
                               "the global batch."),
-    eval_batch_size: int = typer.Option(1024, "--eval-batch-size", min=1, help="Batch size of evaluation passes."),
+    eval_batch_size: int = typer.Option(DEFAULT.eval_batch_size, "--eval-batch-size", min=1,
+                                        help="Batch size of evaluation passes."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers per process for the "
                                           "file-list data sets (ImageNet-LT, Places-LT, iNat18); default: the cores "
                                           "this process may use, shared among the processes on this machine, less "
                                           "one."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward pass (pays a "
-                                       "warm-up of tens of seconds; worth it for long GPU runs)."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write the per-epoch scalars (loss, train "
-                                     "accuracy, lr, img/s) and each stage's test metrics for TensorBoard into "
-                                     "RUN/tensorboard/ (needs pip install 'ltbench[tensorboard]')."),
+    compile_model: bool = typer.Option(DEFAULT.compile, "--compile", help="torch.compile the training forward pass "
+                                       "(pays a warm-up of tens of seconds; worth it for long GPU runs)."),
+    tensorboard: bool = typer.Option(DEFAULT.tensorboard, "--tensorboard", help="Also write the per-epoch scalars "
+                                     "(loss, train accuracy, lr, img/s) and each stage's test metrics for TensorBoard "
+                                     "into RUN/tensorboard/ (needs pip install 'ltbench[tensorboard]')."),
     retrain: bool = typer.Option(False, "--retrain", help="Train every stage afresh instead of reusing cached "
                                  "stage artifacts (which are then replaced); for changes the stage keys do not "
                                  "cover (see the README's 'Stage reuse')."),
@@ -131,7 +156,6 @@ def run(
     run with `--run-name NAME --resume`. For several GPUs: `--nproc N` or `torchrun --nproc_per_node=N -m
     ltbench run ...`.
     """
-    from .config import RunConfig
     from .engine.launch import explicit_options, relaunch_with_torchrun
 
     results = _results_folder(results, out_dir)
@@ -143,15 +167,7 @@ def run(
     if nproc > 1:
         raise typer.Exit(relaunch_with_torchrun(ctx, nproc))
 
-    config = RunConfig(
-        method=method, method_options=parse_options(option), dataset=dataset, imbalance=imbalance,
-        profile=profile, backbone=backbone, pretrained=pretrained, recipe=recipe, epochs=epochs,
-        stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, stage2_lr=stage2_lr, seed=seed,
-        subset_seed=subset_seed, val_per_class=val_per_class, device=device, precision=precision,
-        data_root=str(data_root) if data_root else None, out=str(results), run_name=run_name,
-        plugins=[str(p) for p in plugins or []], resume=resume, eval_batch_size=eval_batch_size, workers=workers,
-        compile=compile_model, tensorboard=tensorboard, retrain_before=time.time() if retrain else None,
-    )
+    config = run_config({**ctx.params, "results": results})
     try:
         execute(config, Reporter(err, quiet=quiet), download=download,
                 explicit=explicit_options(ctx) if resume else None)

@@ -6,67 +6,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
-from .errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a number may take: ``low``..``high`` with ``bounds`` "[]", "[)", "(]" or "()" (an open end
-    excludes it), plus the special values in ``also`` (e.g. -1: "pick it on validation data"). NaN and
-    infinity are never in a range. Declared by methods (``Method.ranges``) and run settings (``SETTING_RANGES``), checked before
-    anything trains."""
-
-    low: float = -math.inf
-    high: float = math.inf
-    bounds: str = "[]"
-    also: tuple = ()
-
-    def __post_init__(self):
-        if self.bounds not in ("[]", "[)", "(]", "()"):
-            raise ValueError(f"Range bounds must be '[]', '[)', '(]' or '()', got {self.bounds!r}")
-
-    @classmethod
-    def of(cls, spec) -> "Range":
-        """A Range, or the short form (low, high[, bounds[, also]])."""
-        return spec if isinstance(spec, Range) else cls(*spec)
-
-    def __contains__(self, value) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if value in self.also:
-            return True
-        if not math.isfinite(value):  # NaN compares false with everything; infinity is never a setting
-            return False
-        above = value >= self.low if self.bounds[0] == "[" else value > self.low
-        below = value <= self.high if self.bounds[1] == "]" else value < self.high
-        return above and below
-
-    def problem(self, value) -> str | None:
-        """None when ``value`` is in the range, else what it must be ("must be in [0, 1)")."""
-        if value in self:
-            return None
-        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return f"must be {'' if finite else 'finite and '}{self}"
-
-    def __str__(self) -> str:
-        """"in [0, 1)", "> 0", "<= 2", "in [0, 2] or -1"."""
-        low, high = _number(self.low), _number(self.high)
-        if self.low == -math.inf and self.high == math.inf:
-            text = "a finite number"
-        elif self.high == math.inf:
-            text = (">= " if self.bounds[0] == "[" else "> ") + low
-        elif self.low == -math.inf:
-            text = ("<= " if self.bounds[1] == "]" else "< ") + high
-        else:
-            text = f"in {self.bounds[0]}{low}, {high}{self.bounds[1]}"
-        return text + "".join(f" or {_number(value)}" for value in self.also)
-
-
-def _number(value: float) -> str:
-    """2, 0.5, 4294967295 (integers in full, not 4.29497e+09)."""
-    return str(int(value)) if math.isfinite(value) and float(value).is_integer() else f"{value:g}"
+from .errors import ConfigError, did_you_mean
+from .ranges import Range  # noqa: F401  (importable from here as before)
 
 
 @dataclass(frozen=True)
@@ -140,7 +83,6 @@ class Stage:
     loss: str = "ce"
     options: tuple[tuple[str, Any], ...] = ()
     reinit_classifier: bool = False
-    intermediates: bool = False  # the loss needs multi-stage feature maps
     post: str | None = None  # name of the post-hoc step (``Method.post_stage``) run after this stage's training
     bn: str = "frozen"  # stages with a frozen backbone: "train" re-estimates its BN statistics, "frozen" keeps them
     shared: bool = False  # the plain CE stage 1 (``Recipe.representation()``): trained by the core's hooks alone
@@ -171,6 +113,8 @@ class Stage:
     def spec(self) -> dict:
         spec = dataclasses.asdict(self)
         spec["options"] = {k: v for k, v in self.options}
+        # a removed field that nothing read; the stage keys of existing artifacts hashed it, so it stays here
+        spec["intermediates"] = False
         return spec
 
 
@@ -264,49 +208,90 @@ RECIPES: dict[str, Recipe] = {
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(RECIPES), n=2)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown recipe '{name}'{hint} (choose from {', '.join(RECIPES)})")
+        raise ConfigError(f"unknown recipe '{name}'{did_you_mean(name, RECIPES, n=1)} "
+                          f"(choose from {', '.join(RECIPES)})")
     return RECIPES[name]
+
+
+def setting(default: Any = None, *, factory: Callable | None = None, defining: bool = False,
+            resolved_later: bool = False, suite: bool = True, cli: str | None = None) -> Any:
+    """A RunConfig field and what it is to the rest of ltbench, said once here (``dataclasses.field`` metadata):
+
+    - ``defining``: part of what the run computes: a resumed run takes it from its config.json, and one given
+      again with ``--resume`` must agree (the others, such as the device or the data root, may differ);
+    - ``resolved_later``: the default stands for a value the run resolves (None: the dataset's; "auto": the
+      machine's), so on ``--resume`` it agrees with whatever the run resolved it to;
+    - ``suite``: a suite file may set it (False: the sweep sets it itself, per run);
+    - ``cli``: the ``ltbench run`` parameter that gives it, where its name differs from the field's.
+    """
+    metadata = {"defining": defining, "resolved_later": resolved_later, "suite": suite, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run. Resolved values are written to the run's config.json."""
+    """Everything that defines a run. Resolved values are written to the run's config.json. Each field's
+    metadata (``setting``) says whether it defines the run, whether suites may set it, and its CLI name."""
 
-    method: str = "dasl"
-    method_options: dict = field(default_factory=dict)
-    dataset: str = "digits-lt"
-    imbalance: float | None = None  # None: the dataset's default
-    profile: str = "exp"  # exp (LDAM-DRW rule) | step
-    subset_seed: int = 0  # numpy seed of the LT subset (docs/protocol.md: default 0)
-    val_per_class: int | None = None  # None: the dataset's default
-    backbone: str | None = None  # None: the dataset's default
-    pretrained: bool = False
-    recipe: str | None = None  # None: the dataset's default
-    epochs: int | None = None
-    stage2_epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    stage2_lr: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: bool = False
-    tensorboard: bool = False  # also write the per-epoch scalars for TensorBoard (RUN/tensorboard/)
-    data_root: str | None = None
-    out: str = "results"
-    run_name: str | None = None
-    resume: bool = False
-    retrain_before: float | None = None  # --retrain: stage artifacts older than this time (epoch s) are not reused
-    plugins: list = field(default_factory=list)
-    eval_batch_size: int = 1024
-    workers: int | None = None  # DataLoader workers of the file-list data path (None: data.loaders.default_workers)
+    method: str = setting("dasl", defining=True, suite=False)
+    method_options: dict = setting(factory=dict, defining=True, suite=False, cli="option")
+    dataset: str = setting("digits-lt", defining=True, suite=False)
+    imbalance: float | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    profile: str = setting("exp", defining=True)  # exp (LDAM-DRW rule) | step
+    subset_seed: int = setting(0, defining=True)  # numpy seed of the LT subset (docs/protocol.md: default 0)
+    val_per_class: int | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    backbone: str | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    pretrained: bool = setting(False, defining=True)
+    recipe: str | None = setting(None, defining=True, resolved_later=True)  # None: the dataset's default
+    epochs: int | None = setting(None, defining=True)
+    stage2_epochs: int | None = setting(None, defining=True)
+    batch_size: int | None = setting(None, defining=True)
+    lr: float | None = setting(None, defining=True)
+    stage2_lr: float | None = setting(None, defining=True)
+    seed: int = setting(0, defining=True, suite=False)
+    device: str = setting("auto")
+    precision: str = setting("auto", defining=True, resolved_later=True)  # auto | fp32 | bf16 | fp16
+    compile: bool = setting(False, defining=True, cli="compile_model")
+    tensorboard: bool = setting(False)  # also write the per-epoch scalars for TensorBoard (RUN/tensorboard/)
+    data_root: str | None = setting(None)
+    out: str = setting("results", suite=False, cli="results")
+    run_name: str | None = setting(None, suite=False)
+    resume: bool = setting(False, suite=False)
+    # --retrain: stage artifacts older than this time (epoch s) are not reused
+    retrain_before: float | None = setting(None, suite=False, cli="retrain")
+    plugins: list = setting(factory=list)
+    eval_batch_size: int = setting(1024)
+    workers: int | None = setting(None)  # DataLoader workers of file-list data (None: data.loaders.default_workers)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def defining_fields() -> tuple[str, ...]:
+    """The RunConfig fields that define what a run computes (``setting(defining=True)``), in field order."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["defining"])
+
+
+def resolved_later() -> dict[str, Any]:
+    """Field -> its default, for the fields whose default stands for a value the run resolves."""
+    return {f.name: f.default for f in dataclasses.fields(RunConfig) if f.metadata["resolved_later"]}
+
+
+def not_in_suites() -> tuple[str, ...]:
+    """The RunConfig fields a suite file may not set: the sweep sets them per run."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if not f.metadata["suite"])
+
+
+def cli_parameter(name: str) -> str:
+    """The ``ltbench run`` parameter that gives RunConfig field ``name``."""
+    return next(f.metadata["cli"] or f.name for f in dataclasses.fields(RunConfig) if f.name == name)
+
+
+def cli_to_config() -> dict[str, str]:
+    """``ltbench run`` parameter -> RunConfig field, where the two names differ."""
+    return {f.metadata["cli"]: f.name for f in dataclasses.fields(RunConfig) if f.metadata["cli"]}
 
 
 # The numeric RunConfig fields and their allowed values: checked for `ltbench run` (named by their option)

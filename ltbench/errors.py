@@ -32,3 +32,12 @@ class TrainingDiverged(LTBenchError):
     """Loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+def did_you_mean(name: str, choices, n: int = 3, cutoff: float = 0.6) -> str:
+    """"; did you mean 'crt'?" (up to ``n`` close matches of ``name`` among ``choices``, as difflib ranks them),
+    or "" when none is close: the hint every "unknown NAME" message ends with."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=cutoff)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

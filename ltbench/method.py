@@ -1,7 +1,7 @@
 """The Method interface: a method is data (its stages) plus a few hooks; the runner owns the rest."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from .config import Range, Recipe, Stage
 from .errors import ConfigError
 from .models.heads import LTModel, Outputs
+from .registry import create_method  # noqa: F401  (lives with the registry; importable from here as before)
 
 
 @dataclass
@@ -20,8 +21,6 @@ class DataInfo:
     num_classes: int
     class_counts: torch.Tensor  # train counts of the LT subset, on the training device
     shot_groups: torch.Tensor  # 0 many, 1 medium, 2 few
-    in_chans: int
-    image_size: int
     device: torch.device
 
 
@@ -39,7 +38,6 @@ class StageState:
     steps_per_epoch: int = 0
     evaluate: Callable | None = None  # evaluate("val") -> (logits, labels, features) with the current model
     log: Callable[[str], None] = print
-    extra: dict = field(default_factory=dict)
 
     @property
     def progress(self) -> float:
@@ -195,10 +193,3 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-
-def create_method(name: str, options: dict | None = None, plugins=None) -> Method:
-    from .registry import load_methods
-
-    registry = load_methods(plugins)
-    return registry.get(name).obj(**(options or {}))

@@ -1,21 +1,25 @@
 """One small registry used for methods and datasets (backbones use timm's own registry).
 
 Modelled on timm's ``register_model`` / ``create_model``: a decorator registers a factory under a
-name, ``create`` builds it, unknown names fail with the closest matches.
+name (a name registered twice warns, and the later one wins), ``create_method`` builds a method, unknown
+names fail with the closest matches.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import os
 import pkgutil
 import sys
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import NotFoundError
+from .errors import NotFoundError, did_you_mean
+
+if TYPE_CHECKING:
+    from .method import Method
 
 
 @dataclass
@@ -24,7 +28,6 @@ class Entry:
     obj: Any
     summary: str = ""
     origin: str = "built-in"
-    extra: dict = field(default_factory=dict)
 
 
 class Registry:
@@ -34,17 +37,28 @@ class Registry:
         self.load_errors: list[str] = []  # plugin files that failed to import (one line each)
         self._origin = "built-in"
 
-    def register(self, name: str, summary: str = "", **extra) -> Callable:
+    def register(self, name: str, summary: str = "") -> Callable:
+        """Decorator registering ``obj`` under ``name``. A name registered before is replaced, with a warning
+        naming both origins (as timm's ``register_model`` does): a plugin that shadows a built-in, or two
+        plugins that chose the same name, should not go unnoticed."""
         def decorator(obj):
             obj.name = name
             if not summary and obj.__doc__:
                 doc_summary = obj.__doc__.strip().splitlines()[0]
             else:
                 doc_summary = summary
-            self._entries[name] = Entry(name, obj, doc_summary, self._origin, extra)
+            previous = self._entries.get(name)
+            if previous is not None:
+                warnings.warn(f"{self.kind} '{name}' registered twice: {self._describe(obj)} ({self._origin}) "
+                              f"replaces {self._describe(previous.obj)} ({previous.origin})", stacklevel=2)
+            self._entries[name] = Entry(name, obj, doc_summary, self._origin)
             return obj
 
         return decorator
+
+    @staticmethod
+    def _describe(obj) -> str:
+        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -57,11 +71,8 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         if name not in self._entries:
-            close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.4)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise NotFoundError(
-                f"unknown {self.kind} '{name}'{hint} (`ltbench {self.kind}s` lists them all)"
-            )
+            raise NotFoundError(f"unknown {self.kind} '{name}'{did_you_mean(name, self.names(), cutoff=0.4)} "
+                                f"(`ltbench {self.kind}s` lists them all)")
         return self._entries[name]
 
     def create(self, name: str, *args, **kwargs):
@@ -146,3 +157,9 @@ def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:
             with METHODS.origin(str(file)):
                 _import_file(file)
     return METHODS
+
+
+def create_method(name: str, options: dict | None = None, plugins=None) -> "Method":
+    """The method ``name`` with ``options`` (checked by the method), after loading the built-in methods, entry
+    points and ``plugins`` (folders or .py files)."""
+    return load_methods(plugins).get(name).obj(**(options or {}))

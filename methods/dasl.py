@@ -1,47 +1,9 @@
 """DaSL: Dynamic Auxiliary Soft Labels for decoupled learning (Wang, Zhang, Shen, Zhao, Neural Networks
-151 (2022) 132-142), RECONSTRUCTED from its abstract (the full text is unavailable; docs/protocol.md lists
-what the abstract confirms). Every inferred choice is a switch, so benchmarks/dasl-ablation.toml can
-test it; the defaults are the most likely reading.
+151 (2022) 132-142), RECONSTRUCTED from its abstract (the full text is unavailable). Every inferred choice
+is a switch, so benchmarks/dasl-ablation.toml can test it; the defaults are the most likely reading.
 
-Stages (default switches):
-  1. representation   backbone + auxiliary network trained together, instance-balanced:
-                      CE(z_m) + CE(z_a) + lambda_s(t) T^2 KL(sg(p_a^T) || p_m^T)
-                      + lambda_f ||norm(h_m) - norm(phi(sg(h_aux)))||^2
-  2. aux-classifier   backbone and auxiliary trunk frozen, auxiliary linear head re-initialised and
-                      re-trained with class-balanced CE, so its soft labels are not head-biased
-  3. classifier       main classifier re-initialised, class-balanced, trained on
-                      q = (1 - beta) onehot(y) + beta sg(softmax(z_a / T))
-Inference uses the main network only: the auxiliary network lives in ``model.extras['dasl_aux']``,
-which ``LTModel.head`` never reads.
-
-Design of the switches that change the stage list (why, in short):
-- ``soft_labels=class``: Online-Label-Smoothing-style per-class targets, the mean softened auxiliary
-  distribution over the previous epoch's CORRECT auxiliary predictions of each class. RECONSTRUCTED
-  fallback: one-hot targets until a class has had a correct prediction (first epoch: all one-hot, i.e.
-  the KL term is then T^2 CE(z_m / T, y)); a class with no correct prediction in an epoch keeps its
-  previous target. The targets are method state, so stage artifacts save and resume them; stage 2 keeps
-  updating them from the (frozen or re-trained) auxiliary network, so its mix uses per-class targets too.
-- ``soft_labels=static``: "static" must mean a teacher that no longer changes, and the teacher's
-  auxiliary network reads ITS OWN backbone's maps, so the teacher is the whole finished network
-  (backbone + auxiliary net) of a default-switch DaSL stage 1. Stages: (A) ``representation`` = the
-  default DaSL stage 1, with the same spec and therefore the same key, so a default DaSL run's artifact
-  is reused (or this run trains it and a later default run reuses it); (B) ``static-representation``:
-  a frozen copy of A becomes ``extras['dasl_teacher']``, backbone and auxiliary net restart from the
-  run's initial weights and are trained with the same loss, except that p_a and h_aux in the
-  distillation terms come from the frozen teacher. The student keeps its own auxiliary network and its
-  CE term, so the ablation isolates "dynamic soft labels", not "auxiliary supervision". Stage 2 is the
-  default one (its soft labels come from a frozen auxiliary network in every mode anyway). Costs one
-  extra stage 1 when A is not cached.
-- ``use_in=stage2``: stage 1 is ``recipe.representation()`` itself, so its key and artifact are shared
-  with CE / cRT / LWS (the auxiliary network is added only after it, so the artifact has no extra
-  keys). The auxiliary network then needs training of its own: an ``aux-network`` stage trains the
-  whole auxiliary network with CE on the frozen stage-1 maps (instance-balanced, as in stage 1 of the
-  default, on the stage-2 schedule), then stage 2 runs as usual.
-- ``use_in=stage1``: stage 2 is exactly cRT's ``recipe.classifier()`` (on DaSL features).
-
-Stage-wise initialisations (the auxiliary head's re-init, the ``aux-network`` stage's net) happen in
-``on_stage_start`` from a CPU generator seeded by (run seed, stage spec), so a stage starts identically
-whether the stages before it were trained or reused, and a cached or resumed stage simply overwrites them.
+What the abstract confirms and the reconstruction: docs/protocol.md#dasl. How this module implements it
+(its stages, and why the switches that change the stage list build them the way they do): docs/dasl.md.
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def build(options=None, backbone="resnet32", num_classes=NUM_CLASSES, in_chans=3
     (smoke recipe)."""
     method = create_method("dasl", options or {})
     info = DataInfo(num_classes, torch.full((num_classes,), 10), torch.zeros(num_classes, dtype=torch.long),
-                    in_chans, 16, torch.device("cpu"))
+                    torch.device("cpu"))
     model = build_stage_model(method, backbone, in_chans, info, seed=0)
     return model, method, info, {s.name: s for s in method.stages(get_recipe("smoke"))}
 

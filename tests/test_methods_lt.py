@@ -31,7 +31,7 @@ NEW = ("focal", "cb", "drw", "drs", "ldam-drw", "balanced-softmax", "la-loss", "
 
 def state_for(method: Method, epoch: int = 0, recipe: str = "paper", index: int = 0) -> StageState:
     stage = method.stages(get_recipe(recipe))[index]
-    data = DataInfo(len(COUNTS), COUNTS, torch.zeros(len(COUNTS)), 3, 32, torch.device("cpu"))
+    data = DataInfo(len(COUNTS), COUNTS, torch.zeros(len(COUNTS)), torch.device("cpu"))
     return StageState(stage, index, data, model=None, epoch=epoch, epochs=stage.epochs)
 
 

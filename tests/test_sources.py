@@ -347,7 +347,7 @@ def test_cifar10_real_image_folders_and_decode_cache(cifar10_folder, monkeypatch
     def no_decoding(*args):
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(sources, "_decode_images", no_decoding)
+    monkeypatch.setattr(sources.cifar, "_decode_images", no_decoding)  # where _Cifar looks it up
     second = src.load(cifar10_folder.parent)
     assert second.info["cache_hit"] and np.array_equal(second.train.images, first.train.images)
     assert [len(lt_subset(second.train.labels, 10, f)) for f in (100, 50, 10)] == [12406, 13996, 20431]
@@ -427,7 +427,7 @@ def test_imagenet_lt_lists_in_splits_folder_images_in_dataset_dir(tmp_path):
     write_list(tmp_path / "splits" / "ImageNet_LT_val.txt", lines["val"])
     write_list(tmp_path / "ImageNet_LT" / "ImageNet_LT_test.txt", lines["val"][::-1] + [""])
     src = source("imagenet-lt")
-    assert src.kind == "files" and src.long_tailed_pool and src.num_classes == 1000
+    assert src.long_tailed_pool and src.num_classes == 1000
     data = src.load(tmp_path)
     assert isinstance(data.train, FileSplit) and data.train.root == tmp_path / "ImageNet_LT"
     assert len(data.train) == 9 and len(data.val) == 3 and len(data.test) == 3

@@ -2,6 +2,7 @@
 when a run needs them, so listing the datasets does not import torch)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,24 @@ def get_source(name: str) -> DatasetSource:
     return DATASETS.create(name)
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """What names a run's training data, besides its content: the data set, the long-tail rule that drew the
+    train subset and its validation split (all None for a published long-tailed list), and the train size.
+    With the data's content fingerprint it is the data part of every stage key (``key``)."""
+
+    dataset: str
+    train_size: int
+    imbalance: float | None = None  # max / min class count of the LT rule, as given (100 and 100.0 are two keys)
+    profile: str | None = None
+    subset_seed: int | None = None
+    val_per_class: int | None = None
+
+    def key(self, fingerprint: str) -> dict:
+        """The dict stage keys hash: these fields and the fingerprint."""
+        return {**dataclasses.asdict(self), "fingerprint": fingerprint}
+
+
 @dataclass
 class DataBundle:
     """The long-tailed train subset, the balanced validation split and the test set of one run."""
@@ -36,9 +55,10 @@ class DataBundle:
     val: ArraySplit | FileSplit
     test: ArraySplit | FileSplit
     class_counts: np.ndarray
+    spec: DataSpec
     train_indices: np.ndarray | None = None  # into the balanced pool (None: published LT list)
     val_indices: np.ndarray | None = None
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # facts for config.json and messages (layout, path, cache, ...)
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +92,7 @@ def build_data(dataset: str, data_root: str | Path | None, imbalance: float | No
             test.check_files()
         train_idx = val_idx = None
         info["imbalance"] = None
+        spec = DataSpec(dataset, int(len(train)))
     else:
         imbalance = source.default_imbalance if imbalance is None else imbalance
         pool = sources.train
@@ -88,7 +109,8 @@ def build_data(dataset: str, data_root: str | Path | None, imbalance: float | No
         val = pool.subset(val_idx) if per_class else None
         info.update(imbalance=imbalance, profile=profile, subset_seed=subset_seed, val_per_class=per_class,
                     val="held out of the balanced train pool before the long-tailed subset")
+        spec = DataSpec(dataset, int(len(train)), imbalance, profile, subset_seed, per_class)
     counts = np.bincount(train.labels, minlength=source.num_classes)
     info.update(train_size=int(len(train)), val_size=int(len(val)) if val is not None else 0, test_size=int(len(test)),
                 group_sizes=group_sizes(counts), class_names=list(sources.class_names))
-    return DataBundle(source, train, val, test, counts, train_idx, val_idx, info)
+    return DataBundle(source, train, val, test, counts, spec, train_idx, val_idx, info)

@@ -118,7 +118,6 @@ class DatasetSource:
     mean: tuple = (0.5,)
     std: tuple = (0.5,)
     augment: Augment = Augment()
-    kind: str = "array"  # array (decoded, on-device) | files (DataLoader path)
     long_tailed_pool: bool = False  # True: train list is already long-tailed (no --imbalance)
     default_imbalance: float = 100.0
     default_recipe: str = "paper"

@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 import os
 
+from ..config import cli_to_config
 from ..errors import ConfigError
 from .distributed import launched_by_torchrun
 
-CLI_TO_CONFIG = {"option": "method_options", "out_dir": "out", "compile_model": "compile"}  # CLI parameter -> RunConfig field
+CLI_TO_CONFIG = cli_to_config()  # CLI parameter -> RunConfig field (RunConfig field metadata, config.setting)
 
 
 def _given(ctx, name: str) -> bool:

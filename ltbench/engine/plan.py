@@ -63,10 +63,7 @@ class Plan:
 def data_spec(dataset: str, data: DataBundle) -> dict:
     """What identifies the training data of a stage: the LT subset rule, its seed, and a fingerprint of the
     actual images and labels (train and validation), so another copy of the data is another key."""
-    info = data.info
-    return {"dataset": dataset, "imbalance": info.get("imbalance"), "profile": info.get("profile"),
-            "subset_seed": info.get("subset_seed"), "val_per_class": info.get("val_per_class"),
-            "train_size": info["train_size"], "fingerprint": data.fingerprint}
+    return data.spec.key(data.fingerprint)
 
 
 def stage_code(method: Method, stages: list[Stage]) -> list[str]:

@@ -5,7 +5,6 @@ run lives and does every write.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import os
 import platform
 import shlex
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig
-from ..errors import ConfigError, NotFoundError, RunExistsError, WriteError
+from ..config import RunConfig, defining_fields, resolved_later
+from ..errors import ConfigError, NotFoundError, RunExistsError, WriteError, did_you_mean
 from ..method import create_method
 from ..metrics import classification_metrics
 from ..files import (append_jsonl, file_size, read_json, remove_temp_files, truncate, write_error, write_json, write_npz,
@@ -40,10 +39,8 @@ RUN_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems: longer names f
 
 # RunConfig fields that define what a run computes: a resumed run takes them from its config.json, and
 # any of them given again on the command line must agree (the others may differ: device, data root, ...)
-DEFINING_FIELDS = ("method", "method_options", "dataset", "imbalance", "profile", "subset_seed", "val_per_class",
-                   "backbone", "pretrained", "recipe", "epochs", "stage2_epochs", "batch_size", "lr", "stage2_lr",
-                   "seed", "precision", "compile")
-RESOLVED_LATER = {"imbalance": None, "backbone": None, "recipe": None, "precision": "auto", "val_per_class": None}
+DEFINING_FIELDS = defining_fields()  # RunConfig field metadata (config.setting)
+RESOLVED_LATER = resolved_later()
 
 
 class RunLock(StageLock):
@@ -280,8 +277,7 @@ def resume_config(config: RunConfig, explicit: set[str] | None = None) -> tuple[
     run_dir = store.run_dir(name)
     if not run_dir.is_dir():
         unfinished = sorted(p.name for p in store.runs.glob("*") if p.is_dir() and not (p / "metrics.json").exists())
-        close = difflib.get_close_matches(name, unfinished, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, unfinished, cutoff=0.5)
         raise NotFoundError(f"nothing to resume: there is no run '{name}' in {store.runs}{hint} (start it without "
                             f"--resume)")
     if (run_dir / "metrics.json").exists():

@@ -102,8 +102,7 @@ def build_trainer(plan: Plan, reporter: Reporter, dist: Distributed | None = Non
     loaders = {split: data.loader(split, device, resolved_workers(config))
                for split in ("train", "val", "test") if getattr(data, split) is not None}
     info = DataInfo(data.num_classes, torch.as_tensor(data.class_counts, device=device),
-                    torch.as_tensor(shot_groups(data.class_counts), device=device),
-                    data.source.channels, data.source.image_size, device)
+                    torch.as_tensor(shot_groups(data.class_counts), device=device), device)
     model = build_stage_model(plan.method, plan.backbone, data.source.channels, info, config.seed, config.pretrained,
                               config.compile, first_stage_shared=plan.stages[0].shared)
     return Trainer(model, info, loaders, plan.precision, eval_batch_size=config.eval_batch_size, dist=dist, stop=stop,

@@ -1,12 +1,10 @@
 """Backbones come from ``timm.create_model`` (ours are registered with timm), wrapped with extras."""
 from __future__ import annotations
 
-import difflib
-
 import timm
 from torch import nn
 
-from ..errors import NotFoundError
+from ..errors import NotFoundError, did_you_mean
 from . import resnet_cifar  # noqa: F401  (registers resnet20/32/56 with timm)
 from .heads import LTModel, LogitScales, Outputs, tau_normalize  # noqa: F401
 
@@ -14,8 +12,7 @@ from .heads import LTModel, LogitScales, Outputs, tau_normalize  # noqa: F401
 def create_backbone(name: str, num_classes: int, in_chans: int, pretrained: bool = False) -> nn.Module:
     """Any timm model (ours included), with ``num_classes`` and ``in_chans`` set from the data."""
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, timm.list_models())
         raise NotFoundError(f"unknown backbone '{name}'{hint} (any name from timm.list_models() works, "
                             f"plus CIFAR resnet20/resnet32/resnet56)")
     try:

@@ -5,14 +5,13 @@ the key and the file, found before anything trains.
 """
 from __future__ import annotations
 
-import difflib
 import typing
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
-from ..config import RunConfig, get_recipe, setting_problem
-from ..errors import ConfigError, NotFoundError
+from ..config import RunConfig, get_recipe, not_in_suites, setting_problem
+from ..errors import ConfigError, NotFoundError, did_you_mean
 
 try:
     import tomllib
@@ -21,7 +20,7 @@ except ImportError:  # Python 3.10
 
 AXIS_ALIASES = {"methods": "method", "datasets": "dataset", "seeds": "seed"}
 SUITE_KEYS = ("name", "description", "options", "variants")
-NOT_IN_SUITES = ("method", "dataset", "seed", "method_options", "out", "run_name", "resume", "retrain_before")  # set by the sweep
+NOT_IN_SUITES = not_in_suites()  # set by the sweep (RunConfig field metadata, config.setting)
 VARIANT_KEYS = ("name", "method", "options")
 
 
@@ -72,8 +71,7 @@ def _settings(path: Path, suite: dict) -> dict:
     allowed = [*SUITE_KEYS, *AXIS_ALIASES, *(f for f in hints if f not in NOT_IN_SUITES)]
     for key in suite:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            raise ConfigError(f"{path}: unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
+            raise ConfigError(f"{path}: unknown key '{key}'" + did_you_mean(key, allowed, n=1))
     if not isinstance(suite.get("name", ""), str):
         raise ConfigError(f"{path}: 'name' must be a string")
     settings = {AXIS_ALIASES.get(k, k): v for k, v in suite.items() if k not in SUITE_KEYS}
