@@ -20,15 +20,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from ltbench import Method, register_dataset
-from ltbench.cli import app
 from ltbench.data.base import Augment
 from ltbench.data.sources import _SplitLists
 from ltbench.engine.checkpoint import load_state
-
-FAST = ["--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "-q"]
+from tests.helpers import FAST, invoke
 
 BROKEN_PLUGIN = """
 from ltbench import Method, register_method
@@ -51,10 +48,6 @@ class TinyLists(_SplitLists):
     data_dir, list_prefix = "Tiny", "Tiny"
     default_backbone, default_recipe = "resnet20", "smoke"
     augment = Augment()
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def snapshot(root: Path) -> dict:

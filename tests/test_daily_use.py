@@ -10,9 +10,8 @@ import types
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ltbench.cli import app
+from tests.helpers import invoke
 
 SMOKE = ["--recipe", "smoke", "--epochs", "2", "--stage2-epochs", "1", "--precision", "fp32"]
 
@@ -100,12 +99,10 @@ def test_tensorboard_scalars_are_the_epoch_records(piped_run):
 
 
 def test_run_results_option_and_the_deprecated_out(tmp_path):
-    result = CliRunner().invoke(app, ["run", "--method", "ce", *SMOKE, "-q", "--out", str(tmp_path / "old"),
-                                      "--run-name", "a"])
+    result = invoke("run", "--method", "ce", *SMOKE, "-q", "--out", tmp_path / "old", "--run-name", "a")
     assert result.exit_code == 0, result.output
     assert "deprecated; use --results" in result.output and (tmp_path / "old" / "runs" / "a" / "metrics.json").is_file()
-    both = CliRunner().invoke(app, ["run", "--method", "ce", *SMOKE, "--out", str(tmp_path / "x"), "--results",
-                                    str(tmp_path / "y")])
+    both = invoke("run", "--method", "ce", *SMOKE, "--out", tmp_path / "x", "--results", tmp_path / "y")
     assert both.exit_code != 0 and "name two results folders" in both.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
@@ -119,7 +116,6 @@ def test_sweep_data_root_replaces_the_suites(tmp_path):
     assert {c.data_root for _, c in load_suite(suite, tmp_path).runs} == {"/nowhere"}
     given = load_suite(suite, tmp_path, data_root=tmp_path / "data").runs
     assert len(given) == 4 and {c.data_root for _, c in given} == {str((tmp_path / "data").resolve())}
-    dry = CliRunner().invoke(app, ["sweep", str(suite), "--results", str(tmp_path / "r"), "--data-root",
-                                   str(tmp_path / "data"), "--dry-run"])
+    dry = invoke("sweep", suite, "--results", tmp_path / "r", "--data-root", tmp_path / "data", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "--data-root" in CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
+    assert "--data-root" in invoke("sweep", "--help").output

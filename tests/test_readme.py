@@ -13,9 +13,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ltbench.cli import app
+from tests.helpers import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_RUN = ["--epochs", "2", "--stage2-epochs", "1", "--precision", "fp32"]
@@ -24,12 +23,12 @@ SKIPPED = {  # a README command -> why it is not run here, and where it is cover
     "ltbench run --method crt --dataset cifar10-lt --imbalance 100 --recipe paper --data-root ~/data":
         "needs CIFAR-10 and minutes of CPU: tests/test_cli.py::test_crt_on_real_cifar10_images",
     "ltbench table --with-reference --filter recipe=paper":
-        "reads the paper-recipe CIFAR-10-LT run above, not trained here: tests/test_tables.py (--with-reference)",
+        "reads the paper-recipe CIFAR-10-LT run above, not trained here: tests/results/test_tables.py (--with-reference)",
     "torchrun --nproc_per_node=8 -m ltbench run --method crt --dataset imagenet-lt --data-root /data":
-        "needs ImageNet-LT and 8 processes: tests/test_ddp.py",
-    "ltbench run --method crt --dataset imagenet-lt --nproc 8": "needs ImageNet-LT: tests/test_ddp.py",
+        "needs ImageNet-LT and 8 processes: tests/engine/test_ddp.py",
+    "ltbench run --method crt --dataset imagenet-lt --nproc 8": "needs ImageNet-LT: tests/engine/test_ddp.py",
     "python benchmarks/gpu_check.py --data-root ~/data --out results/gpu":
-        "needs a GPU: tests/test_gpu_check.py runs its --cpu-dry-run",
+        "needs a GPU: tests/benchmarks/test_gpu_check.py runs its --cpu-dry-run",
 }
 
 
@@ -69,7 +68,7 @@ def test_every_readme_command_block_runs_in_order(tmp_path, monkeypatch):
         args = words[1:]
         if args[0] == "run":
             args += SHORT_RUN
-        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+        result = invoke(*args)
         assert result.exit_code == 0, f"README command failed: {command}\n{result.output}"
         ran.append(command)
     assert any(c.startswith("ltbench sweep") for c in ran) and any(c.startswith("ltbench plot") for c in ran)
