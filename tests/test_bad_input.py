@@ -23,7 +23,7 @@ from PIL import Image
 
 from ltbench import Method, register_dataset
 from ltbench.data.base import Augment
-from ltbench.data.sources import _SplitLists
+from ltbench.data.sources import ImageNetLT
 from ltbench.engine.checkpoint import load_state
 from tests.helpers import FAST, invoke
 
@@ -41,8 +41,8 @@ class Exploding(Method):
 
 
 @register_dataset("tiny-lists-test", summary="4 x 4 tiny images named by split lists (tests of the file path)")
-class TinyLists(_SplitLists):
-    """The published-split-list layout (ImageNet-LT's code path) at 16 x 16, so a test trains in seconds."""
+class TinyLists(ImageNetLT):
+    """The published-split-list layout (ImageNet-LT's own code path) at 16 x 16, so a test trains in seconds."""
 
     num_classes, image_size = 2, 16
     data_dir, list_prefix = "Tiny", "Tiny"
