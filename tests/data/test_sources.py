@@ -1,7 +1,6 @@
 """Dataset sources: layouts, parsing, error messages, decode cache, and the docs/protocol.md check numbers."""
 from __future__ import annotations
 
-import gzip
 import pickle
 from pathlib import Path
 
