@@ -6,7 +6,7 @@
 Parts, in this order, each a subprocess with its own time limit (``--limit PART=SECONDS``); a part that
 fails or runs out of time is recorded as such and the next one still runs:
 
-  pytest  ``pytest -m gpu`` on the test files holding gpu-marked tests (tests/test_gpu.py): on-device data
+  pytest  ``pytest -m gpu`` on the test files holding gpu-marked tests (tests/engine/test_gpu.py): on-device data
           and augmentation, bf16, fp16 + GradScaler, channels_last, --compile, resume, DDP (2+ GPUs)   180 s
   speed   ``benchmarks/speed.py --device cuda`` (CIFAR-10-LT IF100, ResNet-32): targets b/c >= 5 (ltbench's
           loop against the PIL + DataLoader reference loop) and b/a >= 0.9 (against the compute limit)   120 s
@@ -34,7 +34,7 @@ package, with methods/ inside it as ``ltbench.methods``, on PYTHONPATH for its s
 
 ``--cpu-dry-run``: the same parts on CPU with tiny settings (digits-lt and synthetic data, smoke recipe, one
 epoch per stage, speed.py and decode.py on a few images, one thread), where the gpu tests skip; their figures
-mean nothing, the point is that the script, its parts and their JSON keep working (tests/test_gpu_check.py).
+mean nothing, the point is that the script, its parts and their JSON keep working (tests/benchmarks/test_gpu_check.py).
 """
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def _failed(run: dict) -> str | None:
 
 # parts --------------------------------------------------------------------------------------------
 def part_pytest(check: Check, state: dict) -> dict:
-    files = sorted(p for p in (REPO / "tests").glob("test_*.py") if "pytest.mark.gpu" in p.read_text())
+    files = sorted(p for p in (REPO / "tests").rglob("test_*.py") if "pytest.mark.gpu" in p.read_text())
     junit = check.work / "pytest.xml"
     run = check.run("pytest", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
                                "--rootdir", REPO, "-c", REPO / "pyproject.toml", f"--junitxml={junit}", *files])

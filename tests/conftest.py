@@ -67,3 +67,25 @@ def cifar10_folder(shared_data: Path) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@pytest.fixture()
+def run_folder(tmp_path: Path):
+    """make_run bound to this test's results folder (tmp_path): ``run_folder("ce-0", "ce", 0, 70.0, ...)`` writes
+    runs/ce-0/{config,metrics}.json (and per_class.csv, test_logits.npz when given) like a finished run."""
+    from tests.helpers import make_run
+
+    return lambda name, *args, **kwargs: make_run(tmp_path, name, *args, **kwargs)
+
+
+@pytest.fixture()
+def fault_plugin(tmp_path: Path):
+    """write_fault_plugin into tmp_path/plugins/NAME.py; returns that plugins folder (for --plugins)."""
+    from tests.helpers import write_fault_plugin
+
+    def write(name: str, base: str = "crt", **kwargs) -> Path:
+        folder = tmp_path / "plugins"
+        write_fault_plugin(folder / f"{name.replace('-', '_')}.py", name, base, **kwargs)
+        return folder
+
+    return write

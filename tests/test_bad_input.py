@@ -20,15 +20,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from ltbench import Method, register_dataset
-from ltbench.cli import app
 from ltbench.data.base import Augment
-from ltbench.data.sources import _SplitLists
+from ltbench.data.sources import ImageNetLT
 from ltbench.engine.checkpoint import load_state
-
-FAST = ["--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "-q"]
+from tests.helpers import FAST, invoke
 
 BROKEN_PLUGIN = """
 from ltbench import Method, register_method
@@ -44,17 +41,13 @@ class Exploding(Method):
 
 
 @register_dataset("tiny-lists-test", summary="4 x 4 tiny images named by split lists (tests of the file path)")
-class TinyLists(_SplitLists):
-    """The published-split-list layout (ImageNet-LT's code path) at 16 x 16, so a test trains in seconds."""
+class TinyLists(ImageNetLT):
+    """The published-split-list layout (ImageNet-LT's own code path) at 16 x 16, so a test trains in seconds."""
 
     num_classes, image_size = 2, 16
     data_dir, list_prefix = "Tiny", "Tiny"
     default_backbone, default_recipe = "resnet20", "smoke"
     augment = Augment()
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def snapshot(root: Path) -> dict:

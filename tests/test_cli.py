@@ -7,25 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from ltbench.cli import app
 from ltbench.config import get_recipe
 from ltbench.data import get_source
 from ltbench.method import create_method
 from ltbench.models import build_model, tau_normalize
+from tests.helpers import FAST, REPO, invoke, read_run, table_rows, write_list, write_split_dataset
 
 BUILTIN = ["ce", "label-smoothing", "crt", "lws", "tau-norm", "ncm"]
-FAST = ["--dataset", "digits-lt", "--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "-q"]
-EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "300"})  # no folded table cells
-
-
-def metrics_of(out: Path, name: str) -> dict:
-    return json.loads((out / "runs" / name / "metrics.json").read_text())
+EXAMPLES = REPO / "docs" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +26,6 @@ def results(tmp_path_factory):
         result = invoke("run", "--method", method, *FAST, "--results", out, "--run-name", method)
         assert result.exit_code == 0, result.output
     return out
-
-
-def table_rows(output: str) -> list[list[str]]:
-    """The body rows of a rich box table as lists of stripped cells (a row whose first cell is empty
-    continues the row above when a cell wraps: its cells are joined onto that row's)."""
-    rows = []
-    for line in output.splitlines():
-        if not line.startswith("\u2502"):  # "│": body rows only (no title, header, rules)
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("\u2502").split("\u2502")]
-        if cells[0] or not rows:
-            rows.append(cells)
-        else:
-            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells)]
-    return rows
 
 
 def test_methods_lists_the_builtins():
@@ -76,7 +51,7 @@ def test_every_method_writes_its_run_files(results, method):
     for name in ("config.json", "metrics.json", "per_class.csv", "epochs.jsonl", "test_logits.npz", "subset.npz",
                  "model.pt"):
         assert (run / name).is_file(), name
-    metrics = metrics_of(results, method)
+    metrics = read_run(results, method)
     config = json.loads((run / "config.json").read_text())
     assert config["method"] == method and config["recipe"] == "smoke" and config["precision"] == "fp32"
     assert config["versions"]["torch"] == torch.__version__
@@ -91,10 +66,10 @@ def test_every_method_writes_its_run_files(results, method):
 def test_decoupled_methods_reuse_the_ce_stage1(results):
     ce_key = json.loads((results / "runs" / "ce" / "config.json").read_text())["stages"][0]["key"]
     for method in ("crt", "lws", "tau-norm", "ncm"):
-        first = metrics_of(results, method)["stages"][0]
+        first = read_run(results, method)["stages"][0]
         assert first["key"] == ce_key
         assert first["reused"] is True and first["trained_by"] == "ce"
-    smoothing = metrics_of(results, "label-smoothing")["stages"][0]
+    smoothing = read_run(results, "label-smoothing")["stages"][0]
     assert smoothing["key"] != ce_key and smoothing["reused"] is False
 
 
@@ -107,7 +82,7 @@ BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def test_crt_and_lws_keep_the_backbone_weights_and_re_estimate_bn(results):
-    key = metrics_of(results, "crt")["stages"][0]["key"]
+    key = read_run(results, "crt")["stages"][0]["key"]
     stage1 = _backbone_state(results / "stages" / key / "model.pt")
     statistics = [k for k in stage1 if k.endswith(BN_STATISTICS)]
     assert statistics
@@ -148,7 +123,7 @@ def test_tau_norm_picks_tau_on_validation(results):
     run's validation split (held out of the pool, disjoint from the training images), not on the test set."""
     run = results / "runs" / "tau-norm"
     config = json.loads((run / "config.json").read_text())
-    metrics = metrics_of(results, "tau-norm")
+    metrics = read_run(results, "tau-norm")
     post = metrics["stages"][1]["post"]
     recorded = {float(t): acc for t, acc in post["val_acc_by_tau"].items()}
     taus = sorted(recorded)
@@ -225,7 +200,7 @@ def test_crt_on_real_cifar10_images(cifar10_folder, tmp_path):
                     "--recipe", "cpu", "--epochs", "1", "--stage2-epochs", "1", "--batch-size", "256",
                     "--precision", "fp32", "-q", "--results", tmp_path, "--run-name", "c10")
     assert result.exit_code == 0, result.output
-    metrics = metrics_of(tmp_path, "c10")
+    metrics = read_run(tmp_path, "c10")
     config = json.loads((tmp_path / "runs" / "c10" / "config.json").read_text())
     assert config["data"]["train_size"] == 12386 and metrics["num_test"] == 10000  # 12,406 less 20 held-out head images
     assert config["data"]["val_size"] == 200
@@ -239,7 +214,6 @@ def test_crt_on_real_cifar10_images(cifar10_folder, tmp_path):
 
 def test_crt_on_generated_places_lt_through_the_dataloader_path(tmp_path):
     """The file-list path end to end: published-style lists + JPEGs, DataLoader workers, a timm backbone."""
-    from test_sources import write_list, write_split_dataset
 
     lines = write_split_dataset(tmp_path / "data", ["airfield", "alley", "arch"], {"train": 6, "val": 2, "test": 2})
     lines["train"] = lines["train"][:6] + lines["train"][6:9] + lines["train"][12:13]  # 6 / 3 / 1: long-tailed
@@ -251,4 +225,4 @@ def test_crt_on_generated_places_lt_through_the_dataloader_path(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "out" / "runs" / "p" / "config.json").read_text())
     assert config["class_counts"][:4] == [6, 3, 1, 0] and config["backbone"] == "resnet18"
-    assert metrics_of(tmp_path / "out", "p")["num_test"] == 6
+    assert read_run(tmp_path / "out", "p")["num_test"] == 6

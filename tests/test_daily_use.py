@@ -10,9 +10,8 @@ import types
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ltbench.cli import app
+from tests.helpers import invoke
 
 SMOKE = ["--recipe", "smoke", "--epochs", "2", "--stage2-epochs", "1", "--precision", "fp32"]
 
@@ -28,23 +27,25 @@ def piped_run(tmp_path_factory):
     return results, proc.stderr
 
 
-def _imports_torch(args: list[str]) -> bool:
-    code = ("import sys\nfrom ltbench.cli import app\ntry:\n    app(%r)\nexcept SystemExit:\n    pass\n"
-            "print('TORCH', 'torch' in sys.modules, 'timm' in sys.modules)" % (args,))
+def _torch_importers(commands: list[list[str]]) -> list[str]:
+    """The commands (first words) after which torch or timm is imported, when they run one after another in
+    one fresh interpreter (one Python start for them all; once one imports torch, the later ones count too)."""
+    code = ("import sys\nfrom ltbench.cli import app\nfor args in %r:\n    try:\n        app(args)\n"
+            "    except SystemExit:\n        pass\n"
+            "    print('TORCH', args[0], 'torch' in sys.modules or 'timm' in sys.modules)\n" % (commands,))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    line = [x for x in proc.stdout.splitlines() if x.startswith("TORCH")][-1]
-    return line != "TORCH False False"
+    lines = [x.split() for x in proc.stdout.splitlines() if x.startswith("TORCH ")]
+    assert len(lines) == len(commands), proc.stdout + proc.stderr
+    return [line[1] for line in lines if line[2] == "True"]
 
 
 def test_help_table_plot_and_datasets_do_not_import_torch(piped_run, tmp_path):
     results, _ = piped_run
-    assert not _imports_torch(["--help"])
-    assert not _imports_torch(["datasets"])
-    assert not _imports_torch(["table", "--results", str(results)])
-    for kind in ("per-class", "reliability"):
-        assert not _imports_torch(["plot", kind, "--results", str(results), "--out", str(tmp_path / f"{kind}.png")])
-        assert (tmp_path / f"{kind}.png").is_file()
-    assert _imports_torch(["methods"])  # the method files import torch: the check itself can tell
+    plots = [["plot", kind, "--results", str(results), "--out", str(tmp_path / f"{kind}.png")]
+             for kind in ("per-class", "reliability")]
+    assert _torch_importers([["--help"], ["datasets"], ["table", "--results", str(results)], *plots]) == []
+    assert (tmp_path / "per-class.png").is_file() and (tmp_path / "reliability.png").is_file()
+    assert _torch_importers([["methods"]]) == ["methods"]  # the method files import torch: the check itself can tell
 
 
 def test_a_piped_run_log_has_one_full_line_per_epoch(piped_run):
@@ -100,12 +101,11 @@ def test_tensorboard_scalars_are_the_epoch_records(piped_run):
 
 
 def test_run_results_option_and_the_deprecated_out(tmp_path):
-    result = CliRunner().invoke(app, ["run", "--method", "ce", *SMOKE, "-q", "--out", str(tmp_path / "old"),
-                                      "--run-name", "a"])
+    result = invoke("run", "--method", "ce", *SMOKE, "--epochs", "1", "-q", "--out", tmp_path / "old",
+                    "--run-name", "a")  # one epoch: the test is about the folder options
     assert result.exit_code == 0, result.output
     assert "deprecated; use --results" in result.output and (tmp_path / "old" / "runs" / "a" / "metrics.json").is_file()
-    both = CliRunner().invoke(app, ["run", "--method", "ce", *SMOKE, "--out", str(tmp_path / "x"), "--results",
-                                    str(tmp_path / "y")])
+    both = invoke("run", "--method", "ce", *SMOKE, "--out", tmp_path / "x", "--results", tmp_path / "y")
     assert both.exit_code != 0 and "name two results folders" in both.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
@@ -119,7 +119,6 @@ def test_sweep_data_root_replaces_the_suites(tmp_path):
     assert {c.data_root for _, c in load_suite(suite, tmp_path).runs} == {"/nowhere"}
     given = load_suite(suite, tmp_path, data_root=tmp_path / "data").runs
     assert len(given) == 4 and {c.data_root for _, c in given} == {str((tmp_path / "data").resolve())}
-    dry = CliRunner().invoke(app, ["sweep", str(suite), "--results", str(tmp_path / "r"), "--data-root",
-                                   str(tmp_path / "data"), "--dry-run"])
+    dry = invoke("sweep", suite, "--results", tmp_path / "r", "--data-root", tmp_path / "data", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "--data-root" in CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
+    assert "--data-root" in invoke("sweep", "--help").output

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 PARTS = ("pytest", "speed", "ce", "crt", "feed")
 FILES = ("pytest.json", "speed.json", "cifar10_lt_ce.json", "cifar10_lt_crt.json", "feed.json")

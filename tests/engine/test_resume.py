@@ -16,51 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from ltbench.cli import app
 from ltbench.engine import checkpoint as ckpt
 from ltbench.engine.locks import StageLock
+from tests.helpers import FAST, invoke, read_run, write_fault_plugin
 
 FAULT_ENV = "LTBENCH_TEST_FAULT"
-FAST = ["--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "-q"]
 NUMBERS = ("acc", "ece", "nll", "wrong_confidence", "mean_confidence", "balanced_acc", "many_acc", "medium_acc",
            "few_acc", "feature_compactness")
 EPOCH_FIELDS = ("stage", "stage_index", "epoch", "loss", "train_acc", "lr", "images")
-
-FAULT_PLUGIN = '''
-import dataclasses
-import os
-import signal
-
-from ltbench import register_method
-from ltbench.registry import METHODS
-
-
-@register_method("crt-fault", summary="cRT with a fault at ACTION:STAGE:EPOCH:STEP from $LTBENCH_TEST_FAULT (tests)")
-class CRTFault(METHODS.get("crt").obj):
-    def stages(self, recipe):  # its hooks run in every stage: none of them is the shared CE stage
-        return [dataclasses.replace(stage, shared=False) for stage in super().stages(recipe)]
-
-    def loss(self, out, batch, state):
-        loss = super().loss(out, batch, state)
-        action, *where = (os.environ.get("LTBENCH_TEST_FAULT") or "none:-1:-1:-1").split(":")
-        if (state.stage_index, state.epoch, state.step) == tuple(int(v) for v in where):
-            if action == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-            elif action == "term":
-                os.kill(os.getpid(), signal.SIGTERM)
-            elif action == "nan":
-                loss = loss * float("nan")
-            elif action == "oom":
-                import torch
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return loss
-'''
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def run_subprocess(*args, fault: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -73,10 +37,6 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
-def metrics_of(out: Path, name: str) -> dict:
-    return json.loads((out / "runs" / name / "metrics.json").read_text())
-
-
 def epoch_log(out: Path, name: str) -> list[tuple]:
     lines = (out / "runs" / name / "epochs.jsonl").read_text().splitlines()
     return [tuple(json.loads(line)[k] for k in EPOCH_FIELDS) for line in lines]
@@ -85,7 +45,7 @@ def epoch_log(out: Path, name: str) -> list[tuple]:
 def assert_same_results(out: Path, name: str, reference: tuple[Path, str]) -> None:
     """Bit-exact: every metric of the run and of each stage, the test logits and the epoch log."""
     ref_out, ref_name = reference
-    a, b = metrics_of(ref_out, ref_name), metrics_of(out, name)
+    a, b = read_run(ref_out, ref_name), read_run(out, name)
     for key in NUMBERS:
         assert a[key] == b[key], key
     assert len(a["stages"]) == len(b["stages"])
@@ -103,7 +63,7 @@ def assert_same_results(out: Path, name: str, reference: tuple[Path, str]) -> No
 @pytest.fixture(scope="module")
 def plugins(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("plugins")
-    (folder / "fault.py").write_text(FAULT_PLUGIN)
+    write_fault_plugin(folder / "fault.py", "crt-fault", "crt", env=FAULT_ENV)
     return folder
 
 
@@ -124,7 +84,7 @@ def reference(plugins, tmp_path_factory) -> tuple[Path, str]:
 def test_sigkilled_run_resumes_bit_exactly(plugins, reference, tmp_path, fault, stage1_cached):
     out = tmp_path / "results"
     if stage1_cached:
-        key = metrics_of(*reference)["stages"][0]["key"]
+        key = read_run(*reference)["stages"][0]["key"]
         shutil.copytree(reference[0] / "stages" / key, out / "stages" / key)
     killed = run_subprocess("--method", "crt-fault", "--plugins", plugins, *FAST, "--results", out, "--run-name", "r",
                             fault=fault)
@@ -134,7 +94,7 @@ def test_sigkilled_run_resumes_bit_exactly(plugins, reference, tmp_path, fault, 
     resumed = invoke("run", "--results", out, "--run-name", "r", "--resume", "-q")  # settings from config.json
     assert resumed.exit_code == 0, resumed.output
     assert_same_results(out, "r", reference)
-    metrics = metrics_of(out, "r")
+    metrics = read_run(out, "r")
     assert metrics["resumed_from"]["stage"] == int(fault.split(":")[1]) + 1
     first = metrics["stages"][0]
     assert (first["reused"], first["trained_by"]) == ((True, "ref") if stage1_cached else (False, "r"))
@@ -175,7 +135,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(plugins, reference,
     warning = error_lines(resumed.stderr)
     assert len(warning) == 1 and warning[0].startswith("warning:") and "last.pt is truncated or corrupt" in warning[0]
     assert "prev.pt" in warning[0]
-    assert metrics_of(out, "c")["resumed_from"] == {"checkpoint": "prev.pt", "stage": 1, "epoch": 1, "step": 0}
+    assert read_run(out, "c")["resumed_from"] == {"checkpoint": "prev.pt", "stage": 1, "epoch": 1, "step": 0}
     assert_same_results(out, "c", reference)
 
     bad_folder = both_bad / "runs" / "c" / "checkpoints"
@@ -261,7 +221,7 @@ def test_out_of_memory_names_the_batch_size_and_a_smaller_one(plugins, tmp_path,
 def test_corrupt_stage_artifact_is_reported_and_retrained(plugins, reference, tmp_path):
     out = tmp_path / "results"
     shutil.copytree(reference[0] / "stages", out / "stages")
-    key = metrics_of(*reference)["stages"][0]["key"]
+    key = read_run(*reference)["stages"][0]["key"]
     model = out / "stages" / key / "model.pt"
     model.write_bytes(model.read_bytes()[:5000])
     result = invoke("run", "--method", "crt-fault", "--plugins", plugins, *FAST, "--results", out, "--run-name", "ce")
@@ -269,8 +229,8 @@ def test_corrupt_stage_artifact_is_reported_and_retrained(plugins, reference, tm
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("warning: stage artifact") and str(model) in lines[0]
     assert "retraining stage 1" in lines[0]
-    first = metrics_of(out, "ce")["stages"][0]
-    assert first["reused"] is False and first["metrics"] == metrics_of(*reference)["stages"][0]["metrics"]
+    first = read_run(out, "ce")["stages"][0]
+    assert first["reused"] is False and first["metrics"] == read_run(*reference)["stages"][0]["metrics"]
     torch.load(model, weights_only=True)  # replaced by a complete artifact
 
 
@@ -348,7 +308,7 @@ def test_a_run_waits_for_a_held_stage_lock_then_trains(tmp_path):
         holder.release()
     proc.communicate(timeout=180)
     assert proc.returncode == 0
-    assert metrics_of(out, "w")["stages"][0]["reused"] is False
+    assert read_run(out, "w")["stages"][0]["reused"] is False
 
 
 def test_two_concurrent_runs_train_the_shared_stage_once(tmp_path):
@@ -360,12 +320,12 @@ def test_two_concurrent_runs_train_the_shared_stage_once(tmp_path):
              for method in ("ce", "crt")}
     logs = {method: proc.communicate(timeout=240)[1] for method, proc in procs.items()}
     assert all(proc.returncode == 0 for proc in procs.values()), logs
-    first = {method: metrics_of(out, method)["stages"][0] for method in procs}
+    first = {method: read_run(out, method)["stages"][0] for method in procs}
     assert first["ce"]["key"] == first["crt"]["key"]
     trainers = [method for method, stage in first.items() if not stage["reused"]]
     assert len(trainers) == 1  # exactly one of them trained stage 1 ...
     (reuser,) = set(procs) - set(trainers)
     assert first[reuser]["trained_by"] == trainers[0]  # ... and the other loaded its artifact
-    assert metrics_of(out, reuser)["stages"][0]["metrics"] == first[trainers[0]]["metrics"]
+    assert read_run(out, reuser)["stages"][0]["metrics"] == first[trainers[0]]["metrics"]
     assert f"reused {first['ce']['key']} (trained by run '{trainers[0]}')" in logs[reuser]
     assert not list((out / "stages").glob("*.lock"))

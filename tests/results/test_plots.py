@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from test_tables import invoke, make_run  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from ltbench.errors import ConfigError
 from ltbench.metrics import reliability_bins
 from ltbench.results.plots import make_plot
+from tests.helpers import invoke, make_run
 
 COUNTS = [144, 103, 74, 53, 38, 27, 19, 14, 10, 7]
 

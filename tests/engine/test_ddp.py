@@ -24,18 +24,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from ltbench.cli import app
+from tests.helpers import invoke, read_run, write_fault_plugin
 
 ARGS = ["--method", "crt", "--dataset", "digits-lt", "--recipe", "smoke", "--precision", "fp32", "--device", "cpu",
         "--epochs", "2", "--stage2-epochs", "1", "-q"]
 ACC_TOLERANCE = 12.0  # points; see the module docstring
 NUMBERS = ("acc", "ece", "nll", "many_acc", "medium_acc", "few_acc")
-
-
-def metrics_of(out: Path, name: str) -> dict:
-    return json.loads((out / "runs" / name / "metrics.json").read_text())
 
 
 def epoch_log(out: Path, name: str) -> list[dict]:
@@ -50,7 +45,7 @@ def ltbench(*args, env=None, timeout=240) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single")
-    result = CliRunner().invoke(app, ["run", *ARGS, "--results", str(out), "--run-name", "one"])
+    result = invoke("run", *ARGS, "--results", out, "--run-name", "one")
     assert result.exit_code == 0, result.output
     return out
 
@@ -131,7 +126,7 @@ def test_one_ddp_step_equals_one_process_step(tmp_path):
 
 
 def test_torchrun_two_processes_finish_and_land_near_one_process(single, torchrun_full):
-    one, two = metrics_of(single, "one"), metrics_of(torchrun_full, "two")
+    one, two = read_run(single, "one"), read_run(torchrun_full, "two")
     assert two["world_size"] == 2 and two["num_test"] == one["num_test"] == 300
     config = json.loads((torchrun_full / "runs" / "two" / "config.json").read_text())
     assert config["world_size"] == 2 and config["stages"][0]["optim"]["batch_size"] == 32  # the global batch
@@ -145,13 +140,13 @@ def test_torchrun_two_processes_finish_and_land_near_one_process(single, torchru
 
 def test_nproc_classifier_stage_matches_one_process(single, tmp_path):
     """`--nproc 2` on cRT's stage 2 (frozen features) with the one-process run's stage-1 artifact."""
-    key = metrics_of(single, "one")["stages"][0]["key"]
+    key = read_run(single, "one")["stages"][0]["key"]
     out = tmp_path / "results"
     shutil.copytree(single / "stages" / key, out / "stages" / key)
     proc = ltbench("run", *ARGS, "--results", out, "--run-name", "two", "--nproc", "2")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    one, two = metrics_of(single, "one"), metrics_of(out, "two")
+    one, two = read_run(single, "one"), read_run(out, "two")
     assert two["world_size"] == 2 and two["stages"][0]["reused"] and not two["stages"][1]["reused"]
     assert abs(one["acc"] - two["acc"]) < 0.34  # at most one of the 300 test images may flip
     assert abs(one["nll"] - two["nll"]) < 1e-4 and abs(one["ece"] - two["ece"]) < 1e-2
@@ -160,39 +155,16 @@ def test_nproc_classifier_stage_matches_one_process(single, tmp_path):
     assert line_one["loss"] == pytest.approx(line_two["loss"], rel=1e-5)
 
 
-FAULT_PLUGIN = '''
-import dataclasses
-import os
-import signal
-
-from ltbench import register_method
-from ltbench.registry import METHODS
-
-
-@register_method("crt-sigterm", summary="cRT that sends itself SIGTERM at $LTBENCH_TEST_TERM_AT=STAGE:EPOCH:STEP")
-class CRTSigterm(METHODS.get("crt").obj):
-    def stages(self, recipe):  # its hooks run in every stage: none of them is the shared CE stage
-        return [dataclasses.replace(stage, shared=False) for stage in super().stages(recipe)]
-
-    def loss(self, out, batch, state):
-        where = os.environ.get("LTBENCH_TEST_TERM_AT")
-        if where and (state.stage_index, state.epoch, state.step) == tuple(int(v) for v in where.split(":")):
-            os.kill(os.getpid(), signal.SIGTERM)
-        return super().loss(out, batch, state)
-'''
-
-
 def test_ddp_run_stopped_by_sigterm_resumes_bit_exactly(tmp_path):
     plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "sigterm.py").write_text(FAULT_PLUGIN)
+    write_fault_plugin(plugins / "sigterm.py", "crt-sigterm", "crt", env="LTBENCH_TEST_TERM_AT")
     uninterrupted = tmp_path / "reference"  # the same method never stopped (its own folder: nothing reused)
     reference_run = ltbench("run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--results", uninterrupted,
                             "--run-name", "two", "--nproc", "2", "-q")
     assert reference_run.returncode == 0, reference_run.stderr
     out = tmp_path / "results"
     common = ["run", *ARGS, "--method", "crt-sigterm", "--plugins", plugins, "--results", out, "--run-name", "t"]
-    stopped = ltbench(*common, "--nproc", "2", env={"LTBENCH_TEST_TERM_AT": "0:1:4"})
+    stopped = ltbench(*common, "--nproc", "2", env={"LTBENCH_TEST_TERM_AT": "term:0:1:4"})
     assert stopped.returncode == 143, stopped.stderr
     lines = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "after step 5" in lines[0] and "--resume --nproc 2" in lines[0]  # printed by rank 0 only
@@ -200,7 +172,7 @@ def test_ddp_run_stopped_by_sigterm_resumes_bit_exactly(tmp_path):
     assert (saved["stage_index"], saved["epoch"], saved["step"], saved["world_size"]) == (0, 1, 5, 2)
     resumed = ltbench("run", "--results", out, "--run-name", "t", "--resume", "--nproc", "2", "-q")
     assert resumed.returncode == 0, resumed.stderr
-    reference, result = metrics_of(uninterrupted, "two"), metrics_of(out, "t")
+    reference, result = read_run(uninterrupted, "two"), read_run(out, "t")
     for key in NUMBERS:
         assert reference[key] == result[key], key
     for stage_a, stage_b in zip(reference["stages"], result["stages"]):

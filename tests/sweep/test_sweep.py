@@ -5,13 +5,13 @@ import types
 
 import pytest
 import torch
-from test_tables import invoke  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from ltbench.config import RunConfig
 from ltbench.engine.store import RunStore
 from ltbench.errors import ConfigError
 from ltbench.files import write_json
 from ltbench.sweep import SweepRun, load_suite, schedule
+from tests.helpers import invoke, write_fault_plugin
 
 TINY = """
 methods = ["ce", "crt"]
@@ -141,29 +141,11 @@ def test_worker_processes_run_independent_runs_at_once(tmp_path):
     assert len(list((tmp_path / "results" / "runs").glob("*/metrics.json"))) == 2
 
 
-KILLER_PLUGIN = '''
-import dataclasses
-import os
-import signal
-
-from ltbench import register_method
-from ltbench.registry import METHODS
-
-
-@register_method("ce-killed", summary="CE whose process is killed (SIGKILL) at its first step")
-class KilledCE(METHODS.get("ce").obj):
-    def stages(self, recipe):  # its hooks run in every stage: none of them is the shared CE stage
-        return [dataclasses.replace(stage, shared=False) for stage in super().stages(recipe)]
-
-    def loss(self, out, batch, state):
-        os.kill(os.getpid(), signal.SIGKILL)
-'''
-
-
 def test_a_killed_worker_fails_its_runs_and_the_sweep_goes_on(tmp_path):
     """A worker killed (out of memory, say) breaks the process pool; the runs on it are reported as failed
     in one line each, new workers take the remaining runs, and the sweep ends in one error line."""
-    (tmp_path / "killer.py").write_text(KILLER_PLUGIN)
+    # CE whose process is killed (SIGKILL) at its first step
+    write_fault_plugin(tmp_path / "killer.py", "ce-killed", "ce", env="LTBENCH_TEST_KILLED_AT", default="kill:0:0:0")
     suite = write_suite(tmp_path, TINY.replace('["ce", "crt"]', '["ce-killed", "ce"]') +
                         f'seeds = [0, 1]\nplugins = ["{tmp_path / "killer.py"}"]\n')
     result = invoke("sweep", suite, "--results", tmp_path / "results", "--jobs", "2", "-q")

@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from ltbench.cli import app
+from tests.helpers import invoke, write_fault_plugin
 
 CUDA = torch.cuda.is_available()
 pytestmark = [
@@ -46,13 +45,13 @@ pytestmark = [
 
 RUN = ["--dataset", "synthetic", "--recipe", "smoke", "--epochs", "2", "--stage2-epochs", "1", "--device", "cuda",
        "-q"]
-ACC_TOLERANCE = 12.0  # points (see the module docstring and tests/test_ddp.py)
+ACC_TOLERANCE = 12.0  # points (see the module docstring and tests/engine/test_ddp.py)
 NUMBERS = ("acc", "ece", "nll", "many_acc", "medium_acc", "few_acc")
 EPOCH_FIELDS = ("stage", "epoch", "loss", "train_acc", "lr", "images")
 
 
-def invoke(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
+def invoke_ok(*args):
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     return result
 
@@ -122,7 +121,7 @@ def test_bf16_autocast_run(tmp_path):
     conv = torch.nn.Conv2d(3, 8, 3).cuda()
     with autocast(torch.device("cuda"), "bf16"):
         assert conv(torch.randn(2, 3, 8, 8, device="cuda")).dtype == torch.bfloat16  # autocast is on
-    invoke("run", "--method", "crt", *RUN, "--precision", "bf16", "--results", tmp_path, "--run-name", "bf16")
+    invoke_ok("run", "--method", "crt", *RUN, "--precision", "bf16", "--results", tmp_path, "--run-name", "bf16")
     config, metrics, log = run_files(tmp_path, "bf16")
     assert config["precision"] == "bf16" and config["device"].startswith("cuda")
     assert all(math.isfinite(e["loss"]) for e in log) and len(log) == 3
@@ -142,7 +141,7 @@ def test_fp16_run_steps_through_a_grad_scaler(tmp_path, monkeypatch):
             return super().step(optimizer, *args, **kwargs)
 
     monkeypatch.setattr(torch.amp, "GradScaler", CountingScaler)
-    invoke("run", "--method", "crt", *RUN, "--precision", "fp16", "--results", tmp_path, "--run-name", "fp16")
+    invoke_ok("run", "--method", "crt", *RUN, "--precision", "fp16", "--results", tmp_path, "--run-name", "fp16")
     config, metrics, log = run_files(tmp_path, "fp16")
     assert config["precision"] == "fp16"
     batch = 32  # the smoke recipe's
@@ -176,8 +175,8 @@ def test_model_and_batches_are_channels_last(tmp_path):
 def test_compiled_run_trains_like_the_eager_run(tmp_path):
     """--compile (torch.compile of the forward pass): the same run in fp32, first-epoch loss within 2 %."""
     common = ["--method", "ce", *RUN, "--precision", "fp32", "--epochs", "1", "--results", tmp_path]
-    invoke("run", *common, "--run-name", "eager")
-    invoke("run", *common, "--compile", "--run-name", "compiled")
+    invoke_ok("run", *common, "--run-name", "eager")
+    invoke_ok("run", *common, "--compile", "--run-name", "compiled")
     (_, eager, eager_log), (config, compiled, compiled_log) = run_files(tmp_path, "eager"), run_files(tmp_path, "compiled")
     assert config["compile"] is True
     assert compiled_log[0]["images"] == eager_log[0]["images"]
@@ -186,27 +185,6 @@ def test_compiled_run_trains_like_the_eager_run(tmp_path):
 
 
 # exact resume ---------------------------------------------------------------------------------------
-KILL_PLUGIN = '''
-import os
-import signal
-
-from ltbench import register_method
-from ltbench.registry import METHODS
-
-
-@register_method("crt-kill", summary="cRT that SIGKILLs itself at $LTBENCH_TEST_KILL_AT=STAGE:EPOCH:STEP (tests)")
-class CRTKill(METHODS.get("crt").obj):
-    def stages(self, recipe):
-        # a stage 1 of its own (not the shared CE stage, which the core's hooks train), so that loss() runs there
-        return [recipe.representation(loss="ce-kill"), *super().stages(recipe)[1:]]
-
-    def loss(self, out, batch, state):
-        where = os.environ.get("LTBENCH_TEST_KILL_AT")
-        if where and (state.stage_index, state.epoch, state.step) == tuple(int(v) for v in where.split(":")):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().loss(out, batch, state)
-'''
-
 # `ltbench` with deterministic algorithms switched on first when $LTBENCH_TEST_DETERMINISTIC=1 (warn_only: an
 # op without a deterministic kernel warns on stderr instead of stopping the run; the comparison then says so)
 BOOT = ("import os, sys, torch\n"
@@ -225,8 +203,7 @@ def ltbench(*args, env: dict) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("deterministic", [True, False], ids=["deterministic", "default"])
 def test_killed_run_resumes_on_cuda(tmp_path, deterministic):
     plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "kill.py").write_text(KILL_PLUGIN)
+    write_fault_plugin(plugins / "kill.py", "crt-kill", "crt", env="LTBENCH_TEST_KILL_AT", own_stage1="ce-kill")
     env = {"LTBENCH_TEST_DETERMINISTIC": "1" if deterministic else "0"}
     if deterministic:
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
@@ -234,7 +211,7 @@ def test_killed_run_resumes_on_cuda(tmp_path, deterministic):
     ref_out, cut_out = tmp_path / "ref", tmp_path / "cut"  # apart: the killed run must not reuse ref's stage 1
     reference = ltbench(*common, "--results", ref_out, "--run-name", "ref", env=env)
     assert reference.returncode == 0, reference.stderr
-    killed = ltbench(*common, "--results", cut_out, "--run-name", "cut", env={**env, "LTBENCH_TEST_KILL_AT": "0:1:3"})
+    killed = ltbench(*common, "--results", cut_out, "--run-name", "cut", env={**env, "LTBENCH_TEST_KILL_AT": "kill:0:1:3"})
     assert killed.returncode == -9, killed.stderr  # SIGKILL in stage 1, epoch 2, step 4: no chance to save
     resumed = ltbench("run", "--results", cut_out, "--run-name", "cut", "--resume", "--device", "cuda", "-q", env=env)
     assert resumed.returncode == 0, resumed.stderr
@@ -260,7 +237,7 @@ def test_ddp_with_nccl_on_two_gpus(tmp_path):
                            "-m", "ltbench", *map(str, args), "--run-name", "two"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    invoke(*args, "--run-name", "one")
+    invoke_ok(*args, "--run-name", "one")
     (config, two, log_two), (_, one, log_one) = run_files(tmp_path, "two"), run_files(tmp_path, "one")
     assert config["world_size"] == two["world_size"] == 2 and config["device"].startswith("cuda")
     assert [e["images"] for e in log_two] == [e["images"] for e in log_one]  # the ranks together saw every image

@@ -7,47 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.files import write_json
-from ltbench.record import CONFIG_FILE, METRICS_FILE, RunRecord
 from ltbench.results.tables import build_table, load_runs, render, summarize
-
-GROUP_SIZES = {"cifar10-lt": {"many": 10, "medium": 0, "few": 0}, "cifar100-lt": {"many": 35, "medium": 35, "few": 30}}
-
-
-def make_run(results: Path, name: str, method: str = "ce", seed: int = 0, acc: float = 70.0, *,
-             options: dict | None = None, dataset: str = "cifar10-lt", imbalance: float | None = 100.0,
-             recipe: str = "paper", backbone: str = "resnet32", ece: float = 5.0, per_class: list | None = None,
-             train_counts: list | None = None, logits: np.ndarray | None = None, labels: np.ndarray | None = None,
-             **config) -> Path:
-    """A finished run folder as `ltbench run` writes it (only the fields that tables and plots read), in the
-    run-file format of ltbench.record."""
-    run = results / "runs" / name
-    run.mkdir(parents=True)
-    sizes = GROUP_SIZES.get(dataset, {"many": 2, "medium": 4, "few": 4})
-    record = RunRecord(run, {
-        "method": method, "method_options": options or {}, "dataset": dataset, "imbalance": imbalance,
-        "profile": "exp", "backbone": backbone, "recipe": recipe, "seed": seed, "precision": "fp32",
-        "epochs": None, "stage2_epochs": None, "batch_size": None, "lr": None, "stage2_lr": None,
-        "run_key": f"key-{name}", **config}, {
-        "acc": acc, "many_acc": acc + 10, "medium_acc": acc - 10 if sizes["medium"] else None,
-        "few_acc": acc - 30 if sizes["few"] else None, "ece": ece, "nll": 1.0, "wrong_confidence": 0.7,
-        "balanced_acc": acc, "group_sizes": sizes, "feature_compactness": 0.5, "stages": [],
-        "run_key": f"key-{name}", "status": "complete"})
-    write_json(run / CONFIG_FILE, record.to_config_json())
-    write_json(run / METRICS_FILE, record.to_metrics_json())
-    if per_class is not None:
-        rows = "".join(f"{c},{n},30,0,{a},many\n" for c, (n, a) in enumerate(zip(train_counts, per_class)))
-        (run / "per_class.csv").write_text("class,train_count,test_count,correct,acc,group\n" + rows)
-    if logits is not None:
-        np.savez_compressed(run / "test_logits.npz", logits=logits.astype(np.float32), labels=labels.astype(np.int64))
-    return run
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from tests.helpers import invoke, make_run
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ from ltbench.methods.focal import focal_loss
 from ltbench.methods.la_loss import log_prior
 from ltbench.methods.ldam_drw import CosineClassifier, ldam_margins
 from ltbench.models import LogitScales, build_model
-from test_cli import FAST, invoke, table_rows
+from tests.helpers import FAST, invoke, table_rows
 
 COUNTS = torch.tensor([500, 100, 20, 5])
 NEW = ("focal", "cb", "drw", "drs", "ldam-drw", "balanced-softmax", "la-loss", "posthoc-la", "mixup", "mislas")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_cli import FAST, invoke
+from tests.helpers import FAST, invoke
 
 POSTHOC_PLUGIN = '''
 import torch

@@ -15,7 +15,7 @@ import ltbench.models  # noqa: F401  (registers the CIFAR ResNets with timm)
 from ltbench.config import get_recipe
 from ltbench.method import create_method
 from ltbench.methods.las import label_aware_epsilon
-from test_cli import FAST, invoke
+from tests.helpers import FAST, invoke
 
 
 def test_resnet32_is_option_a_with_the_references_parameter_count():

@@ -1,7 +1,6 @@
 """Dataset sources: layouts, parsing, error messages, decode cache, and the docs/protocol.md check numbers."""
 from __future__ import annotations
 
-import gzip
 import pickle
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from ltbench.data.base import ArraySplit, FileSplit
 from ltbench.data.longtail import group_sizes, lt_counts, lt_subset
 from ltbench.errors import DataError
 from ltbench.registry import DATASETS
+from tests.helpers import write_image, write_list, write_split_dataset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -85,9 +85,10 @@ def py2_pickle(obj) -> bytes:
     return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
 
 
-def write_cifar_pickles(folder: Path, num_classes: int, per_class: int, test_per_class: int) -> None:
-    """Fake torchvision-layout CIFAR batches in the official files' format (``py2_pickle``) with their keys;
-    image 0 of the train set has a known pixel pattern."""
+def write_cifar_pickles(folder: Path, num_classes: int, per_class: int, test_per_class: int,
+                        protocol: int | None = None) -> None:
+    """Fake torchvision-layout CIFAR batches in the official files' format (``py2_pickle``; or as Python 3's
+    pickle with PROTOCOL writes them) with their keys; image 0 of the train set has a known pixel pattern."""
     folder.mkdir(parents=True)
     rng = np.random.RandomState(0)
     cifar10 = num_classes == 10
@@ -110,7 +111,7 @@ def write_cifar_pickles(folder: Path, num_classes: int, per_class: int, test_per
     first = batches["data_batch_1" if cifar10 else "train"][b"data"][0]
     first[0 * 1024 + 1 * 32 + 2], first[1 * 1024 + 1 * 32 + 2], first[2 * 1024 + 1 * 32 + 2] = 10, 20, 30
     for name, content in batches.items():
-        (folder / name).write_bytes(py2_pickle(content))
+        (folder / name).write_bytes(py2_pickle(content) if protocol is None else pickle.dumps(content, protocol))
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +150,12 @@ def test_cifar_pickle_folder_given_directly_and_corrupt_pickle(tmp_path):
 
 @pytest.mark.parametrize("protocol", [4, 5])
 def test_cifar_pickles_resaved_by_python3_load_too(tmp_path, protocol):
-    folder = tmp_path / "cifar-10-batches-py"
-    write_cifar_pickles(folder, 10, 2, 1)
-    assert b"cnumpy.core.multiarray\n_reconstruct" in (folder / "data_batch_1").read_bytes()  # the official form
-    for path in folder.iterdir():
-        content = sources._read_pickle(path)
-        path.write_bytes(pickle.dumps(content, protocol=protocol))
-    data = source("cifar10-lt").load(tmp_path)
+    folder = tmp_path / "py3" / "cifar-10-batches-py"
+    write_cifar_pickles(tmp_path / "official", 10, 2, 1)
+    assert b"cnumpy.core.multiarray\n_reconstruct" in (tmp_path / "official" / "data_batch_1").read_bytes()
+    write_cifar_pickles(folder, 10, 2, 1, protocol=protocol)  # the same batches, saved by Python 3's pickle
+    assert (folder / "data_batch_1").read_bytes()[:2] == bytes([0x80, protocol])
+    data = source("cifar10-lt").load(tmp_path / "py3")
     assert len(data.train) == 20 and data.train.images[0, 1, 2].tolist() == [10, 20, 30]
 
 
@@ -263,7 +263,7 @@ def test_test_data_extraction_works_with_and_without_tarfile_filters(tmp_path, m
     "data" filter (3.11.4+) or, before it existed (3.10.0-3.10.11, 3.11.0-3.11.3), with the same refusals."""
     import tarfile
 
-    from conftest import extract_tar
+    from tests.conftest import extract_tar
 
     if not filter_available:
         monkeypatch.delattr(tarfile, "data_filter", raising=False)
@@ -284,10 +284,6 @@ def test_test_data_extraction_works_with_and_without_tarfile_filters(tmp_path, m
 
 
 # --- CIFAR image folders: decoding and the decode cache -----------------------------------------------
-
-def write_image(path: Path, value: int, size: int) -> None:
-    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path, quality=95)
-
 
 def write_image_folders(root: Path, num_classes: int = 10, size: int = 32) -> None:
     for split in ("train", "test"):
@@ -401,25 +397,6 @@ def test_mnist_truncated_or_foreign_idx_is_a_data_error(tmp_path):
 
 
 # --- split lists: ImageNet-LT, Places-LT, iNat18 -----------------------------------------------------
-
-def write_list(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"{line}\n" for line in lines).encode()
-    path.write_bytes(gzip.compress(text) if path.suffix == ".gz" else text)
-
-
-def write_split_dataset(image_root: Path, classes: list[str], splits: dict[str, int]) -> dict[str, list[str]]:
-    """Tiny JPEGs at <image_root>/<split>/<class>/<i>.jpg; returns each split's list lines."""
-    lines = {}
-    for split, per_class in splits.items():
-        lines[split] = []
-        for label, name in enumerate(classes):
-            (image_root / split / name).mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                write_image(image_root / split / name / f"{i}.jpg", 40 * label, 8)
-                lines[split].append(f"{split}/{name}/{i}.jpg {label}")
-    return lines
-
 
 def test_imagenet_lt_lists_in_splits_folder_images_in_dataset_dir(tmp_path):
     lines = write_split_dataset(tmp_path / "ImageNet_LT", ["n01", "n02", "n03"], {"train": 3, "val": 1})

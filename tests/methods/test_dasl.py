@@ -12,9 +12,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from typer.testing import CliRunner
 
-from ltbench.cli import app
 from ltbench.config import get_recipe
 from ltbench.data import build_data
 from ltbench.engine.loop import evaluate
@@ -23,9 +21,9 @@ from ltbench.errors import ConfigError
 from ltbench.method import DataInfo, StageState, create_method
 from ltbench.methods.dasl import AUX, TEACHER, distill_kl, mixed_target, soft_cross_entropy
 from ltbench.models.heads import Outputs
+from tests.helpers import FAST, invoke, read_run, write_fault_plugin
 
-FAST = ["--dataset", "digits-lt", "--recipe", "smoke", "--precision", "fp32", "--device", "cpu", "-q",
-        "--epochs", "1", "--stage2-epochs", "1"]
+SHORT = [*FAST, "--epochs", "1", "--stage2-epochs", "1"]
 NUM_CLASSES = 4
 
 
@@ -247,24 +245,16 @@ RUNS = {  # every switch value at least once (non-default values grouped where t
 }
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("dasl-results")
-    result = invoke("run", "--method", "ce", *FAST, "--results", out, "--run-name", "ce")
+    result = invoke("run", "--method", "ce", *SHORT, "--results", out, "--run-name", "ce")
     assert result.exit_code == 0, result.output
     for name, options in RUNS.items():
         opts = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
-        result = invoke("run", "--method", "dasl", *opts, *FAST, "--results", out, "--run-name", name)
+        result = invoke("run", "--method", "dasl", *opts, *SHORT, "--results", out, "--run-name", name)
         assert result.exit_code == 0, result.output
     return out
-
-
-def read(out: Path, name: str, file: str) -> dict:
-    return json.loads((out / "runs" / name / file).read_text())
 
 
 def declared_stages(options: dict) -> list[dict]:
@@ -278,8 +268,8 @@ def test_every_switch_value_runs_end_to_end(cli_runs, name):
     """The switches took effect: the run trained exactly the stages DaSL declares for its options, its stage
     keys are the default run's exactly where those stages (and all before them) are the default's, and the
     switch shows in the saved model; the final numbers are finite."""
-    config = read(cli_runs, name, "config.json")
-    metrics = read(cli_runs, name, "metrics.json")
+    config = read_run(cli_runs, name, "config.json")
+    metrics = read_run(cli_runs, name, "metrics.json")
     expected = create_method("dasl", RUNS[name]).options
     assert config["method_options"] == json.loads(json.dumps(expected))
 
@@ -291,7 +281,7 @@ def test_every_switch_value_runs_end_to_end(cli_runs, name):
 
     keys = [s["key"] for s in metrics["stages"]]
     assert keys == [s["key"] for s in config["stages"]] and len(set(keys)) == len(keys)
-    default_keys = [s["key"] for s in read(cli_runs, "dasl", "metrics.json")["stages"]]
+    default_keys = [s["key"] for s in read_run(cli_runs, "dasl", "metrics.json")["stages"]]
     for i, key in enumerate(keys):  # a key chains the previous one: equal iff the whole prefix is equal
         if declared[:i + 1] == default[:i + 1]:
             assert key == default_keys[i], (i, declared[i]["name"])
@@ -315,15 +305,15 @@ def test_every_switch_value_runs_end_to_end(cli_runs, name):
 
 
 def test_stage_keys_are_shared_where_stage1_is(cli_runs):
-    keys = {name: [s["key"] for s in read(cli_runs, name, "metrics.json")["stages"]] for name in ["ce", *RUNS]}
+    keys = {name: [s["key"] for s in read_run(cli_runs, name, "metrics.json")["stages"]] for name in ["ce", *RUNS]}
     assert keys["class-stage2"][0] == keys["ce"][0]  # use_in=stage2: CE's own stage-1 artifact
-    static = read(cli_runs, "static-stage1", "metrics.json")["stages"]
+    static = read_run(cli_runs, "static-stage1", "metrics.json")["stages"]
     assert static[0]["key"] == keys["dasl"][0] and static[0]["reused"]  # the teacher = default DaSL stage 1
     assert [s["name"] for s in static] == ["representation", "static-representation", "classifier"]
 
 
 def test_class_targets_are_saved_with_stage_artifacts(cli_runs):
-    stages = read(cli_runs, "class-stage2", "metrics.json")["stages"]
+    stages = read_run(cli_runs, "class-stage2", "metrics.json")["stages"]
     assert [s["name"] for s in stages] == ["representation", "aux-network", "aux-classifier", "classifier"]
     saved = torch.load(cli_runs / "stages" / stages[2]["key"] / "model.pt", weights_only=True)["method"]
     targets = saved["class_targets"]
@@ -336,7 +326,7 @@ def _state(path: Path) -> dict:
 
 
 def test_stage2_leaves_backbone_and_aux_trunk_bit_identical(cli_runs):
-    stages = read(cli_runs, "dasl", "metrics.json")["stages"]
+    stages = read_run(cli_runs, "dasl", "metrics.json")["stages"]
     stage1 = _state(cli_runs / "stages" / stages[0]["key"] / "model.pt")
     final = _state(cli_runs / "runs" / "dasl" / "model.pt")
     frozen = [k for k in stage1 if (k.startswith("backbone.") and not k.startswith("backbone.fc."))
@@ -365,34 +355,15 @@ def test_removing_the_aux_network_leaves_test_logits_unchanged(cli_runs):
 
 
 # interrupted and resumed runs reproduce uninterrupted ones (class-mode state, the static teacher) --------
-FAULT_PLUGIN = '''
-import os
-import signal
-
-from ltbench import register_method
-from ltbench.registry import METHODS
-
-
-@register_method("dasl-fault", summary="DaSL that sends itself SIGTERM at STAGE:EPOCH:STEP from $DASL_TEST_FAULT")
-class DaSLFault(METHODS.get("dasl").obj):
-    def loss(self, out, batch, state):
-        where = os.environ.get("DASL_TEST_FAULT") or "-1:-1:-1"
-        if (state.stage_index, state.epoch, state.step) == tuple(int(v) for v in where.split(":")):
-            os.kill(os.getpid(), signal.SIGTERM)
-        return super().loss(out, batch, state)
-'''
-
-
 @pytest.mark.parametrize("options, fault", [
-    ({"soft_labels": "class"}, "0:1:5"),  # stage 1, epoch 2: last epoch's targets + this epoch's partial sums
-    ({"soft_labels": "static"}, "1:1:3"),  # stage B, epoch 2: the frozen teacher must come back with the run
+    ({"soft_labels": "class"}, "term:0:1:5"),  # stage 1, epoch 2: last epoch's targets + this epoch's partial sums
+    ({"soft_labels": "static"}, "term:1:1:3"),  # stage B, epoch 2: the frozen teacher must come back with the run
 ])
 def test_interrupted_run_resumes_bit_exactly(tmp_path, options, fault):
     plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "fault.py").write_text(FAULT_PLUGIN)
+    write_fault_plugin(plugins / "fault.py", "dasl-fault", "dasl", env="DASL_TEST_FAULT", unshared=False)
     opts = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
-    args = ["--method", "dasl-fault", "--plugins", plugins, *opts, *FAST, "--epochs", "2"]
+    args = ["--method", "dasl-fault", "--plugins", plugins, *opts, *SHORT, "--epochs", "2"]
     reference = invoke("run", *args, "--results", tmp_path / "ref", "--run-name", "r")
     assert reference.exit_code == 0, reference.output
     out = tmp_path / "stopped"
@@ -402,8 +373,8 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path, options, fault):
     assert stopped.returncode != 0 and not (out / "runs" / "r" / "metrics.json").exists(), stopped.stderr
     resumed = invoke("run", "--results", out, "--run-name", "r", "--resume", "-q")
     assert resumed.exit_code == 0, resumed.output
-    a, b = read(tmp_path / "ref", "r", "metrics.json"), read(out, "r", "metrics.json")
-    assert b["resumed_from"]["stage"] == int(fault.split(":")[0]) + 1 and b["resumed_from"]["step"] > 0
+    a, b = read_run(tmp_path / "ref", "r", "metrics.json"), read_run(out, "r", "metrics.json")
+    assert b["resumed_from"]["stage"] == int(fault.split(":")[1]) + 1 and b["resumed_from"]["step"] > 0
     for key in ("acc", "ece", "nll", "feature_compactness"):
         assert a[key] == b[key], key
     assert [s["metrics"]["acc"] for s in a["stages"]] == [s["metrics"]["acc"] for s in b["stages"]]
