@@ -136,7 +136,7 @@ def test_data_spec_and_stage_keys_are_unchanged():
     keys were computed with the code before it, so cached stage artifacts stay valid."""
     from ltbench.config import get_recipe
     from ltbench.data import DataSpec, build_data
-    from ltbench.engine.runner import data_spec, stage_keys
+    from ltbench.engine.plan import data_spec, stage_keys
 
     recipe = get_recipe("smoke")
     stages = [recipe.representation(), recipe.classifier(label_smoothing=0.1)]

@@ -283,7 +283,7 @@ def test_heartbeat_keeps_a_held_lock_fresh(tmp_path):
 def test_a_run_waits_for_a_held_stage_lock_then_trains(tmp_path):
     """A live holder makes the run wait (and say so); once released without an artifact, it trains."""
     from ltbench.config import RunConfig
-    from ltbench.engine.runner import plan_run
+    from ltbench.engine.plan import plan_run
 
     out = tmp_path / "results"
     key = plan_run(RunConfig(method="ce", recipe="smoke", precision="fp32", device="cpu", out=str(out))).keys[0]
