@@ -37,14 +37,12 @@ class Plan:
     notices: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)  # per stage: see stage_seeds
 
-    def hooks(self, stage: Stage) -> Method:
-        """Whose hooks train ``stage``: the shared CE stage is the core's alone (base ``Method``), so no
+    def hooks(self, index: int) -> Method:
+        """Whose hooks train stage ``index``: the shared CE stage is the core's alone (base ``Method``), so no
         method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's; any
-        other stage the method's ``stage_hooks`` (itself, unless it is built from other methods' stages)."""
-        if stage.shared:
-            return SHARED_HOOKS
-        index = next(i for i, s in enumerate(self.stages) if s is stage or s == stage)
-        return self.method.stage_hooks(index)
+        other stage the method's ``stage_hooks(index)`` (itself, unless it is built from other methods' stages),
+        by position as ``stage_code`` hashes them."""
+        return SHARED_HOOKS if self.stages[index].shared else self.method.stage_hooks(index)
 
     def test_transform(self, index: int):
         """``Method.test_logits`` after the final stage's training, when the method defines it."""

@@ -159,7 +159,7 @@ class StageRunner:
             label = f"stage {index + 1} ({stage.name})"
             if trainer.stop_agreed():
                 raise self.interrupted(f"before {label}")
-            hooks = plan.hooks(stage)
+            hooks = plan.hooks(index)
             state = trainer.begin_stage(index, stage, hooks)  # before anything is loaded: methods add extras (LWS)
             if index < resume_index:  # finished before the checkpoint, which holds its weights and state
                 self.records.append(finished_records[index])
