@@ -170,3 +170,21 @@ class StageLock:
 def describe_holder(info: dict) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(info["time"])) if isinstance(info.get("time"), float) else "?"
     return f"run '{info.get('run', '?')}' (pid {info.get('pid', '?')} on {info.get('host', '?')}, since {when})"
+
+
+class HoldsLock:
+    """Something that may hold a lock (``self.lock``) until it leaves a ``with`` block: a claimed stage, a
+    run folder. Releasing twice is harmless."""
+
+    lock: StageLock | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

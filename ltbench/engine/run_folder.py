@@ -28,7 +28,7 @@ from ..record import METRICS_FILE, PER_CLASS_FILE, TEST_LOGITS_FILE, config_json
 from .checkpoint import (CheckpointError, ResumePoint, checkpoint_dir, load_checkpoint, load_state, save_checkpoint,
                          save_state)
 from .distributed import Distributed
-from .locks import StageLock, describe_holder
+from .locks import HoldsLock, StageLock, describe_holder
 from .plan import Plan, default_run_name, resolved_workers
 from .progress import Reporter
 from .scalars import ScalarLog
@@ -62,7 +62,7 @@ class RunLock(StageLock):
             self.break_stale(raw)
 
 
-class RunFolder:
+class RunFolder(HoldsLock):
     """The files of one run. A context manager: leaving it releases the run lock (rank 0)."""
 
     def __init__(self, store: RunStore, name: str, dist: Distributed, lock: RunLock | None = None,
@@ -110,16 +110,6 @@ class RunFolder:
         resume = ResumePoint(load_state(path, "cpu"), path)
         folder.last_checkpoint = path
         return folder, resume
-
-    def __enter__(self) -> "RunFolder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
 
     @property
     def log_path(self) -> Path:

@@ -15,7 +15,7 @@ from ..method import Method
 from ..models.heads import LTModel
 from .checkpoint import CheckpointError, load_artifact, load_state, save_artifact
 from .distributed import Distributed
-from .locks import StageLock, describe_holder
+from .locks import HoldsLock, StageLock, describe_holder
 from .progress import Reporter
 from .store import RunStore
 
@@ -29,24 +29,13 @@ class Decision(enum.Enum):
 
 
 @dataclass
-class Claim:
+class Claim(HoldsLock):
     """What ``StageCache.claim`` decided. On rank 0 it carries the held lock (TRAIN) or the artifact's
     weights, already read (REUSE); use it as a context manager to release the lock."""
 
     decision: Decision
     lock: StageLock | None = None
     artifact_state: dict | None = None
-
-    def __enter__(self) -> "Claim":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
 
 
 class StageCache:
