@@ -66,15 +66,24 @@ def data_spec(dataset: str, data: DataBundle) -> dict:
 
 def stage_code(method: Method, stages: list[Stage]) -> list[str]:
     """Per stage, the hash of the code that trains it: the core's, plus the method's own source unless the
-    stage is the shared CE stage (trained by the core's hooks alone)."""
+    stage is the shared CE stage (trained by the core's hooks alone). A stage another method's hooks train
+    (``stage_hooks``) hashes that method's source as that method does, so MiSLAS reuses mixup's stage 1,
+    unless this method also shapes the model every stage trains (``classifier`` or ``setup``)."""
     from ..fingerprint import core_code, method_code
 
     own = method_code(method)
+    shapes_model = any(getattr(type(method), hook) is not getattr(Method, hook) for hook in ("classifier", "setup"))
     codes = []
     for index, stage in enumerate(stages):
         hooks = method.stage_hooks(index)
-        extra = f"+{method_code(hooks)}" if hooks is not method else ""  # another method's hooks train it
-        codes.append(core_code() if stage.shared else f"{core_code()}+{own}{extra}")
+        if stage.shared:
+            codes.append(core_code())
+        elif hooks is method:
+            codes.append(f"{core_code()}+{own}")
+        elif shapes_model:
+            codes.append(f"{core_code()}+{own}+{method_code(hooks)}")
+        else:  # trained by the other method's hooks alone, on the same model: its artifact, its code
+            codes.append(f"{core_code()}+{method_code(hooks)}")
     return codes
 
 

@@ -153,3 +153,15 @@ def test_a_core_code_change_makes_new_keys_but_the_same_numbers(tmp_path, monkey
     assert keys[0] != keys[1]
     assert np.array_equal(logits_of(tmp_path / "a", "before"), logits_of(tmp_path / "b", "after"))
     assert first["acc"] == second["acc"]
+
+
+def test_mislas_reuses_mixups_stage_1_and_matches_a_fresh_mislas_bit_for_bit(tmp_path):
+    """MiSLAS' stage 1 is mixup's, trained by mixup's hooks on the same model: one artifact serves both, and
+    the reused run is what a fresh one trains."""
+    fresh = run(tmp_path / "fresh", "mislas", "mislas")["stages"]
+    assert not fresh[0]["reused"]
+    mixup = run(tmp_path / "shared", "mixup", "mixup")["stages"]
+    reused = run(tmp_path / "shared", "mislas", "mislas")["stages"]
+    assert reused[0]["reused"] and reused[0]["key"] == mixup[0]["key"] == fresh[0]["key"]
+    assert not reused[1]["reused"] and reused[1]["key"] == fresh[1]["key"]
+    np.testing.assert_array_equal(logits_of(tmp_path / "shared", "mislas"), logits_of(tmp_path / "fresh", "mislas"))
