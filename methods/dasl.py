@@ -23,7 +23,6 @@ from ltbench.models.auxiliary import AuxiliaryNetwork, aux_stage_indices
 
 AUX = "dasl_aux"  # training-only extras (LTModel.head never reads them)
 TEACHER = "dasl_teacher"
-STAGE1 = ("representation", "static-representation")
 
 
 def mixed_target(labels: torch.Tensor, soft: torch.Tensor, beta: float) -> torch.Tensor:
@@ -113,6 +112,19 @@ class DaSL(Method):
         self.class_targets: torch.Tensor | None = None  # soft_labels=class: (C, C), row c = target of class c
         self._sums = self._counts = None  # ... and this epoch's sums / counts of correct soft predictions
         self._initial: dict | None = None  # soft_labels=static: the run's initial weights (stage B restarts there)
+        # each stage's hooks, in the order of stages(): which stages exist depends on the options alone
+        if o["use_in"] == "stage2":
+            parts = [Plain(self), AuxNetwork(self)]
+        elif o["soft_labels"] == "static":
+            parts = [Distillation(self), StaticDistillation(self)]
+        else:
+            parts = [Distillation(self)]
+        if o["use_in"] == "stage1":
+            parts.append(Plain(self))
+        else:
+            parts += [AuxClassifier(self)] if o["aux_stage2"] == "retrain" else []
+            parts.append(SoftClassifier(self))
+        self.parts: list[Method] = parts
 
     # declaration -----------------------------------------------------------------------------------
     def stages(self, recipe):
@@ -143,13 +155,16 @@ class DaSL(Method):
             stages.append(recipe.classifier("aux-classifier", reinit=False, loss="dasl", bn=bn, **aux))
         return stages + [recipe.classifier(loss="dasl", beta=o["beta"], bn=bn, **aux)]
 
-    # hooks -----------------------------------------------------------------------------------------
-    def _new_aux(self, model, num_classes: int) -> AuxiliaryNetwork:
+    # hooks: those of the whole run here, each stage's in its part (stage_hooks) ---------------------------
+    def stage_hooks(self, index):
+        return self.parts[index]
+
+    def new_aux(self, model, num_classes: int) -> AuxiliaryNetwork:
         return AuxiliaryNetwork.for_backbone(model.backbone, num_classes, self.options["aux_inputs"],
                                              self.options["aux_width"])
 
     @contextmanager
-    def _stage_rng(self, stage):
+    def stage_rng(self, stage):
         """Seeds the CPU generator from (run seed, stage spec) for a stage's fresh modules, then restores it."""
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(int(stable_hash([self.seed, stage.spec()], 8), 16))
@@ -160,7 +175,7 @@ class DaSL(Method):
         self.num_classes = data.num_classes
         self.seed = torch.initial_seed()  # the runner has just seeded torch with the run's seed
         if self.options["use_in"] != "stage2":  # with stage2, stage 1 must stay CE's exact model (no extras)
-            model.extras[AUX] = self._new_aux(model, data.num_classes)
+            model.extras[AUX] = self.new_aux(model, data.num_classes)
         if self.options["soft_labels"] == "class":
             self.class_targets = torch.eye(data.num_classes, device=data.device)  # one-hot fallback
             self._sums = torch.zeros_like(self.class_targets)
@@ -168,42 +183,9 @@ class DaSL(Method):
         if self.options["soft_labels"] == "static":
             self._initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    def feature_maps(self, stage):
-        return self.indices if stage.loss == "dasl" else None
-
-    def trainable_parameters(self, model, stage):
-        if stage.name == "aux-network":
-            return list(model.extras[AUX].parameters())
-        if stage.name == "aux-classifier":
-            return list(model.extras[AUX].classifier.parameters())
-        params = super().trainable_parameters(model, stage)
-        unused = list(model.extras[TEACHER].parameters()) if TEACHER in model.extras else []
-        if AUX in model.extras and not stage.opts.get("feature_distill", True):
-            unused += model.extras[AUX].adapter.parameters()  # gets no gradient (DDP would wait for one)
-        unused = {id(p) for p in unused}
-        return [p for p in params if id(p) not in unused]
-
-    def on_stage_start(self, state):
-        model, name = state.model, state.stage.name
-        if name == "aux-network":
-            with self._stage_rng(state.stage):
-                model.extras[AUX] = self._new_aux(model, state.data.num_classes).to(state.data.device)
-        if name == "aux-classifier":
-            head = model.extras[AUX].classifier
-            with self._stage_rng(state.stage):
-                fresh = nn.Linear(head.in_features, head.out_features)
-            head.load_state_dict(fresh.state_dict())
-        if name == "static-representation":
-            # the finished stage A (trained or loaded) becomes the frozen teacher; the student restarts
-            # from the run's initial weights (a cached stage B then overwrites both, teacher included)
-            model.extras[TEACHER] = FrozenTeacher(copy.deepcopy(model.backbone), copy.deepcopy(model.extras[AUX]),
-                                                  self.indices)
-            model.load_state_dict(self._initial, strict=False)
-        elif TEACHER in model.extras:  # only stage B uses it: later artifacts and model.pt stay lean
-            del model.extras[TEACHER]
-
-    def on_epoch_end(self, state):
-        if self.class_targets is None or state.stage.loss != "dasl":
+    def end_epoch(self) -> None:
+        """soft_labels=class: this epoch's mean correct soft predictions become the next epoch's targets."""
+        if self.class_targets is None:
             return
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(self._sums)
@@ -213,7 +195,7 @@ class DaSL(Method):
         self._sums.zero_(), self._counts.zero_()  # zeroed here, not at epoch start: a resumed epoch keeps its sums
 
     @torch.no_grad()
-    def _accumulate(self, aux_logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> None:
+    def accumulate(self, aux_logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> None:
         """soft_labels=class: sum the softened distributions of correct auxiliary predictions per class."""
         if self.class_targets is None:
             return
@@ -222,7 +204,68 @@ class DaSL(Method):
         self._sums.index_add_(0, labels[correct], probs)
         self._counts += torch.bincount(labels[correct], minlength=self.num_classes)
 
-    # losses ----------------------------------------------------------------------------------------
+    # method state ----------------------------------------------------------------------------------
+    def state_dict(self):
+        if self.class_targets is None:
+            return {}
+        return {"class_targets": self.class_targets.cpu(), "sums": self._sums.cpu(), "counts": self._counts.cpu()}
+
+    def load_state_dict(self, state):
+        if self.class_targets is not None and "class_targets" in state:
+            for name, attr in (("class_targets", "class_targets"), ("sums", "_sums"), ("counts", "_counts")):
+                getattr(self, attr).copy_(state[name])
+
+
+# the stages' hooks ---------------------------------------------------------------------------------------
+class Part(Method):
+    """The hooks of one DaSL stage: they share the method's state (the auxiliary network's feature maps,
+    class-mode targets), and every stage but the static teacher's drops that teacher, so later artifacts
+    and model.pt stay lean."""
+    runs_aux = True  # the stage runs the auxiliary network: its feature maps, its class-mode targets
+
+    def __init__(self, dasl: DaSL):
+        self.dasl, self.name, self.options = dasl, dasl.name, dasl.options
+
+    def feature_maps(self, stage):
+        return self.dasl.indices if self.runs_aux else None
+
+    def trainable_parameters(self, model, stage):
+        params = super().trainable_parameters(model, stage)
+        unused = list(model.extras[TEACHER].parameters()) if TEACHER in model.extras else []
+        if AUX in model.extras and not stage.opts.get("feature_distill", True):
+            unused += model.extras[AUX].adapter.parameters()  # gets no gradient (DDP would wait for one)
+        unused = {id(p) for p in unused}
+        return [p for p in params if id(p) not in unused]
+
+    def on_stage_start(self, state):
+        if TEACHER in state.model.extras:
+            del state.model.extras[TEACHER]
+
+    def on_epoch_end(self, state):
+        if self.runs_aux:
+            self.dasl.end_epoch()
+
+    def state_dict(self):
+        return self.dasl.state_dict()
+
+    def load_state_dict(self, state):
+        self.dasl.load_state_dict(state)
+
+
+class Plain(Part):
+    """A stage without the auxiliary network: the shared CE stage 1 (use_in=stage2), cRT's classifier
+    (use_in=stage1); the base class's cross-entropy."""
+    runs_aux = False
+
+
+class Distillation(Part):
+    """Stage 1: main and auxiliary networks trained together, each with CE, plus the ramped soft-label KL
+    and the feature term between them."""
+
+    def teacher(self, state, batch, z_a, h_aux):
+        """The teacher's (logits, features): the online auxiliary network's."""
+        return z_a, h_aux
+
     def stage1_terms(self, out, batch, state) -> dict:
         """The weighted stage-1 loss terms (summed by ``loss``; separate so tests can probe each)."""
         opts, model, y = state.stage.opts, state.model, batch["y"]
@@ -232,12 +275,10 @@ class DaSL(Method):
         terms = {"ce_main": F.cross_entropy(out.logits.float(), y), "ce_aux": F.cross_entropy(z_a.float(), y)}
         ramp = opts["ramp"]
         lambda_s = opts["lambda_soft"] * (min(1.0, state.progress / ramp) if ramp > 0 else 1.0)
-        teacher_logits, teacher_h = z_a, h_aux
-        if opts["soft_labels"] == "static":
-            teacher_logits, teacher_h = model.extras[TEACHER](batch["x"])
+        teacher_logits, teacher_h = self.teacher(state, batch, z_a, h_aux)
         if opts["distill_direction"] == "aux_to_main":
             if opts["soft_labels"] == "class":
-                soft = self.class_targets[y]
+                soft = self.dasl.class_targets[y]
             else:
                 soft = F.softmax(teacher_logits.detach().float() / T, dim=1)
             terms["soft"] = lambda_s * distill_kl(out.logits, soft, T)
@@ -251,41 +292,80 @@ class DaSL(Method):
             else:
                 distance = feature_distance(out.features.detach(), aux.adapter(h_aux))
             terms["feature"] = opts["lambda_feat"] * distance
-        self._accumulate(z_a.detach(), y, T)
+        self.dasl.accumulate(z_a.detach(), y, T)
         return terms
 
     def loss(self, out, batch, state):
-        stage = state.stage
-        if stage.loss != "dasl":
-            return super().loss(out, batch, state)
-        if stage.name in STAGE1:
-            return sum(self.stage1_terms(out, batch, state).values())
-        aux, y, opts = state.model.extras[AUX], batch["y"], stage.opts
-        temperature = opts["temperature"]
-        aux.train(stage.name == "aux-network")  # frozen parts keep their BN statistics
-        if stage.name == "aux-network":
-            z_a, _ = aux(out.feature_maps)
-            self._accumulate(z_a.detach(), y, temperature)
-            return F.cross_entropy(z_a.float(), y)
+        return sum(self.stage1_terms(out, batch, state).values())
+
+
+class StaticDistillation(Distillation):
+    """soft_labels=static, stage B: a finished stage A (trained or loaded) is the frozen teacher, and the
+    student restarts from the run's initial weights (a cached stage B then overwrites both, teacher included)."""
+
+    def on_stage_start(self, state):
+        model = state.model
+        model.extras[TEACHER] = FrozenTeacher(copy.deepcopy(model.backbone), copy.deepcopy(model.extras[AUX]),
+                                              self.dasl.indices)
+        model.load_state_dict(self.dasl._initial, strict=False)
+
+    def teacher(self, state, batch, z_a, h_aux):
+        return state.model.extras[TEACHER](batch["x"])
+
+
+class AuxNetwork(Part):
+    """use_in=stage2: a fresh auxiliary network trained with CE on the frozen CE features."""
+
+    def trainable_parameters(self, model, stage):
+        return list(model.extras[AUX].parameters())
+
+    def on_stage_start(self, state):
+        with self.dasl.stage_rng(state.stage):
+            state.model.extras[AUX] = self.dasl.new_aux(state.model, state.data.num_classes).to(state.data.device)
+        super().on_stage_start(state)
+
+    def loss(self, out, batch, state):
+        aux = state.model.extras[AUX]
+        aux.train(True)
+        z_a, _ = aux(out.feature_maps)
+        self.dasl.accumulate(z_a.detach(), batch["y"], state.stage.opts["temperature"])
+        return F.cross_entropy(z_a.float(), batch["y"])
+
+
+class AuxClassifier(Part):
+    """aux_stage2=retrain: the auxiliary classifier re-initialised and re-trained class-balanced on the frozen
+    auxiliary features (BN statistics of the frozen parts kept)."""
+
+    def trainable_parameters(self, model, stage):
+        return list(model.extras[AUX].classifier.parameters())
+
+    def on_stage_start(self, state):
+        head = state.model.extras[AUX].classifier
+        with self.dasl.stage_rng(state.stage):
+            fresh = nn.Linear(head.in_features, head.out_features)
+        head.load_state_dict(fresh.state_dict())
+        super().on_stage_start(state)
+
+    def loss(self, out, batch, state):
+        aux = state.model.extras[AUX]
+        aux.train(False)
         with torch.no_grad():
             h_aux = aux.features(out.feature_maps)
-        if stage.name == "aux-classifier":
-            z_a = aux.classifier(h_aux)
-            self._accumulate(z_a.detach(), y, temperature)
-            return F.cross_entropy(z_a.float(), y)
-        with torch.no_grad():  # the main classifier's stage: the auxiliary network is a fixed teacher
-            z_a = aux.classifier(h_aux)
-        self._accumulate(z_a, y, temperature)
-        soft = self.class_targets[y] if opts["soft_labels"] == "class" else F.softmax(z_a.float() / temperature, 1)
+        z_a = aux.classifier(h_aux)
+        self.dasl.accumulate(z_a.detach(), batch["y"], state.stage.opts["temperature"])
+        return F.cross_entropy(z_a.float(), batch["y"])
+
+
+class SoftClassifier(Part):
+    """Stage 2: the main classifier on q = (1 - beta) onehot(y) + beta p_aux, the auxiliary network a fixed
+    teacher."""
+
+    def loss(self, out, batch, state):
+        aux, y, opts = state.model.extras[AUX], batch["y"], state.stage.opts
+        temperature = opts["temperature"]
+        aux.train(False)  # frozen parts keep their BN statistics
+        with torch.no_grad():
+            z_a = aux.classifier(aux.features(out.feature_maps))
+        self.dasl.accumulate(z_a, y, temperature)
+        soft = self.dasl.class_targets[y] if opts["soft_labels"] == "class" else F.softmax(z_a.float() / temperature, 1)
         return soft_cross_entropy(out.logits, mixed_target(y, soft, opts["beta"]))
-
-    # method state ----------------------------------------------------------------------------------
-    def state_dict(self):
-        if self.class_targets is None:
-            return {}
-        return {"class_targets": self.class_targets.cpu(), "sums": self._sums.cpu(), "counts": self._counts.cpu()}
-
-    def load_state_dict(self, state):
-        if self.class_targets is not None and "class_targets" in state:
-            for name, attr in (("class_targets", "class_targets"), ("sums", "_sums"), ("counts", "_counts")):
-                getattr(self, attr).copy_(state[name])

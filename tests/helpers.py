@@ -101,8 +101,19 @@ class Fault(METHODS.get({base!r}).obj):
             return [dataclasses.replace(stage, shared=False) for stage in stages]
         return stages
 
+    def stage_hooks(self, index):
+        """A stage trained by other hooks (DaSL's parts, MiSLAS' mixup stage) gets the fault in its loss too."""
+        hooks = super().stage_hooks(index)
+        if hooks is not self and not getattr(hooks, "faulty", False):
+            inner = hooks.loss
+            hooks.loss = lambda out, batch, state: self.fault(inner(out, batch, state), state)
+            hooks.faulty = True
+        return hooks
+
     def loss(self, out, batch, state):
-        loss = super().loss(out, batch, state)
+        return self.fault(super().loss(out, batch, state), state)
+
+    def fault(self, loss, state):
         action, *where = (os.environ.get({env!r}) or {default!r}).split(":")
         if (state.stage_index, state.epoch, state.step) == tuple(int(v) for v in where):
             if action == "kill":

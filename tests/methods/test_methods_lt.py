@@ -248,3 +248,22 @@ def test_smoke_run(smoke_out, method):
         prior = np.asarray(json.loads((smoke_out / "runs" / "ce" / "config.json").read_text())["class_counts"], float)
         expected = logits["ce"] - np.log(prior / prior.sum() + 1e-12)
         np.testing.assert_allclose(logits[method], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_no_built_in_method_branches_on_a_stage_or_loss_name():
+    """What a stage does comes from the hooks that train it (``stage_hooks``: DaSL's parts, MiSLAS' mixup
+    stage), never from comparing ``stage.name`` or ``stage.loss`` with a string."""
+    import ast
+    from pathlib import Path
+
+    import ltbench.methods
+
+    branches = []
+    for path in sorted(Path(ltbench.methods.__path__[0]).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(isinstance(s, ast.Attribute) and s.attr in ("name", "loss") and "stage" in ast.unparse(s.value)
+                       for s in sides):
+                    branches.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert not branches, "\n".join(branches)
