@@ -2,9 +2,7 @@
 images with a bootstrap interval (significance.py)."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -16,18 +14,12 @@ from .significance import REPLICATES, paired_bootstrap, paired_differences
 COMPARED = ["setting", "backbone", "recipe"]  # with the seed and the test images: what pairs two runs
 
 
-def _one_per_seed(runs: pd.DataFrame, warn: Callable[[str], None]) -> pd.DataFrame:
-    """Runs with test logits, one per seed (the last by folder name, i.e. the newest, where a seed ran twice)."""
-    runs = runs[[(Path(p) / TEST_LOGITS_FILE).is_file() for p in runs["path"]]].sort_values(["seed", "run"])
-    repeated = runs[runs.duplicated("seed", keep="last")]
-    for run in repeated.itertuples():
-        warn(f"{run.label}, {run.setting}: seed {run.seed} ran more than once; --compare-to pairs the newest "
-             f"run of it, not {run.run}")
-    return runs.drop_duplicates("seed", keep="last").set_index("seed")
+def _by_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs with test logits, indexed by seed (load_runs keeps one run per seed: the newest)."""
+    return runs[[(Path(p) / TEST_LOGITS_FILE).is_file() for p in runs["path"]]].set_index("seed")
 
 
-def compare_runs(df: pd.DataFrame, reference: str, replicates: int = REPLICATES,
-                 warn: Callable[[str], None] = warnings.warn) -> dict[tuple[str, str], Difference]:
+def compare_runs(df: pd.DataFrame, reference: str, replicates: int = REPLICATES) -> dict[tuple[str, str], Difference]:
     """Per (label, setting): top-1 of the row minus ``reference``'s (a method label: ``crt``, ``dasl[beta=0.3]``)
     in the same setting, backbone and recipe, over the seeds both have (ltbench.results.significance)."""
     if reference not in set(df["base"]):
@@ -44,7 +36,7 @@ def compare_runs(df: pd.DataFrame, reference: str, replicates: int = REPLICATES,
         if ref_runs.empty:
             differences[key] = Difference(None, why=f"- (no {reference} run here)")
             continue
-        mine, theirs = _one_per_seed(runs, warn), _one_per_seed(ref_runs, warn)
+        mine, theirs = _by_seed(runs), _by_seed(ref_runs)
         seeds = sorted(set(mine.index) & set(theirs.index))
         if not seeds:
             why = "no test logits" if mine.empty else f"no test logits of {reference}" if theirs.empty else \

@@ -3,8 +3,9 @@
 Runs are grouped by everything that defines them except the seed: method and method options, dataset,
 imbalance factor and long-tail profile, backbone and recipe. A recipe whose schedule was overridden
 (``--epochs 1``) is shown as ``smoke[epochs=1]``, so shortened runs never average with full ones. A group
-shows mean ± sample std (ddof=1; blank for one seed) over its seeds and how many there were. Device and
-precision are not part of a group: bf16 and fp32 runs of one setting are seeds of one experiment.
+shows mean ± sample std (ddof=1; blank for one seed) over its seeds and how many there were; a seed that
+ran twice counts once, by its newest run. Device and precision are not part of a group: bf16 and fp32 runs
+of one setting are seeds of one experiment.
 
 Options are labelled against the method's resolved defaults, recorded in each run's config.json
 (``dasl[beta=0.3]``), so a label means the same whatever subset of runs a table shows and tables never
@@ -136,7 +137,19 @@ def load_runs(results: str | Path, filters: dict[str, list[str]] | None = None,
     if df.empty:
         return df
     df[list(METRICS)] = df[list(METRICS)].astype(float)  # None (an empty shot group) -> NaN
-    return add_labels(df)
+    return newest_per_seed(add_labels(df), warn)
+
+
+def newest_per_seed(df: pd.DataFrame, warn: Callable[[str], None]) -> pd.DataFrame:
+    """One run per seed of a group: a seed that ran again (a rerun after a code change, a second results
+    copy) is one sample, not two, so mean, std and ``seeds`` count it once. The newest run wins (run folders
+    are named by their start time); each older one is named in a ``warn`` line."""
+    by_name = df.sort_values("run")
+    older = by_name.duplicated([*GROUP_KEYS, "seed"], keep="last")
+    for run in by_name[older].itertuples():
+        warn(f"skipped {run.path}: {run.label}, {run.setting}, seed {run.seed} ran again later; "
+             f"tables count the newest run of a seed")
+    return df.drop(index=by_name.index[older]).reset_index(drop=True)
 
 
 def _most_common(values: list):

@@ -41,7 +41,7 @@ def build_table(results: str | Path, layout: str = "paper", metric: str = "acc",
                           f"use 1000 or more (default {REPLICATES})")
     runs = load_finished_runs(results, filters, warn)
     summary = summarize(runs)
-    differences = compare_runs(runs, compare_to, replicates, warn) if compare_to else None
+    differences = compare_runs(runs, compare_to, replicates) if compare_to else None
     if layout == "paper":
         table = paper_table(summary, metric, with_reference, differences, compare_to)
     else:

@@ -145,6 +145,20 @@ def test_half_written_runs_are_skipped_with_a_warning(cifar):
     assert result.stderr.count("warning:") == 2 and len(result.stderr.strip().splitlines()) == 2
 
 
+def test_a_seed_that_ran_twice_counts_once_by_its_newest_run(cifar):
+    # a rerun of crt seed 1 after a code change: folder names end with the start time, the later one wins
+    make_run(cifar, "crt-1-z-rerun", "crt", 1, 80.0, ece=4.0)
+    messages = []
+    crt = summarize(load_runs(cifar, warn=messages.append)).set_index(["label", "setting"]).loc[
+        ("crt", "CIFAR-10-LT IF100")]
+    assert crt["seeds"] == 2 and crt["acc_mean"] == pytest.approx((75.0 + 80.0) / 2)  # not (75 + 76 + 80) / 3
+    assert len(messages) == 1 and "crt-1" in messages[0] and "seed 1 ran again" in messages[0]
+    assert "crt-1-z-rerun" not in messages[0]
+    result = invoke("table", "--results", cifar, "--format", "csv")
+    assert result.exit_code == 0 and "crt,77.5," in result.stdout
+    assert result.stderr.count("warning:") == 1
+
+
 def test_cli_filters_formats_and_out_file(cifar, tmp_path):
     result = invoke("table", "--results", cifar, "--filter", "method=crt", "--format", "csv")
     assert result.exit_code == 0, result.output
