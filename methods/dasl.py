@@ -112,48 +112,31 @@ class DaSL(Method):
         self.class_targets: torch.Tensor | None = None  # soft_labels=class: (C, C), row c = target of class c
         self._sums = self._counts = None  # ... and this epoch's sums / counts of correct soft predictions
         self._initial: dict | None = None  # soft_labels=static: the run's initial weights (stage B restarts there)
-        # each stage's hooks, in the order of stages(): which stages exist depends on the options alone
+        # the run's stages, each as the hooks that train it: which exist depends on the options alone, and
+        # stages() is their declarations in this order, so a stage and its hooks cannot disagree
         if o["use_in"] == "stage2":
-            parts = [Plain(self), AuxNetwork(self)]
+            parts = [Plain(self, "representation"), AuxNetwork(self)]
         elif o["soft_labels"] == "static":
-            parts = [Distillation(self), StaticDistillation(self)]
+            parts = [Distillation(self, "sample"), StaticDistillation(self, "static")]
         else:
-            parts = [Distillation(self)]
+            parts = [Distillation(self, o["soft_labels"])]
         if o["use_in"] == "stage1":
-            parts.append(Plain(self))
+            parts.append(Plain(self, "classifier"))
         else:
             parts += [AuxClassifier(self)] if o["aux_stage2"] == "retrain" else []
             parts.append(SoftClassifier(self))
-        self.parts: list[Method] = parts
+        self.parts: list[Part] = parts
 
     # declaration -----------------------------------------------------------------------------------
     def stages(self, recipe):
+        return [part.declare(recipe) for part in self.parts]
+
+    def aux_options(self) -> dict:
+        """Options of every stage that runs the auxiliary network; soft_labels and temperature shape the
+        method state (class-mode targets) that its artifact saves, so they belong to its key as well."""
         o = self.options
-        # every stage that runs the auxiliary network; soft_labels and temperature shape the method state
-        # (class-mode targets) that its artifact saves, so they belong to its key as well
-        aux = {"aux_inputs": o["aux_inputs"], "aux_width": o["aux_width"], "soft_labels": o["soft_labels"],
-               "temperature": o["temperature"]}
-
-        def dasl_stage1(soft_labels: str) -> Stage:
-            return recipe.representation(
-                loss="dasl", **{**aux, "soft_labels": soft_labels}, feature_distill=o["feature_distill"],
-                distill_direction=o["distill_direction"], lambda_soft=o["lambda_soft"], lambda_feat=o["lambda_feat"],
-                ramp=o["ramp"])
-
-        if o["use_in"] == "stage2":
-            stages = [recipe.representation(),
-                      Stage("aux-network", optim=recipe.stage2, trainable="classifier", sampler="instance",
-                            loss="dasl", options=aux)]
-        elif o["soft_labels"] == "static":
-            stages = [dasl_stage1("sample"), replace(dasl_stage1("static"), name="static-representation")]
-        else:
-            stages = [dasl_stage1(o["soft_labels"])]
-        bn = o["stage2_bn"]
-        if o["use_in"] == "stage1":
-            return stages + [recipe.classifier(bn=bn)]
-        if o["aux_stage2"] == "retrain":
-            stages.append(recipe.classifier("aux-classifier", reinit=False, loss="dasl", bn=bn, **aux))
-        return stages + [recipe.classifier(loss="dasl", beta=o["beta"], bn=bn, **aux)]
+        return {"aux_inputs": o["aux_inputs"], "aux_width": o["aux_width"], "soft_labels": o["soft_labels"],
+                "temperature": o["temperature"]}
 
     # hooks: those of the whole run here, each stage's in its part (stage_hooks) ---------------------------
     def stage_hooks(self, index):
@@ -226,6 +209,10 @@ class Part(Method):
     def __init__(self, dasl: DaSL):
         self.dasl, self.name, self.options = dasl, dasl.name, dasl.options
 
+    def declare(self, recipe) -> Stage:
+        """The stage these hooks train."""
+        raise NotImplementedError
+
     def feature_maps(self, stage):
         return self.dasl.indices if self.runs_aux else None
 
@@ -257,10 +244,30 @@ class Plain(Part):
     (use_in=stage1); the base class's cross-entropy."""
     runs_aux = False
 
+    def __init__(self, dasl: DaSL, role: str):
+        super().__init__(dasl)
+        self.role = role  # "representation" or "classifier"
+
+    def declare(self, recipe):
+        if self.role == "representation":
+            return recipe.representation()
+        return recipe.classifier(bn=self.options["stage2_bn"])
+
 
 class Distillation(Part):
     """Stage 1: main and auxiliary networks trained together, each with CE, plus the ramped soft-label KL
     and the feature term between them."""
+
+    def __init__(self, dasl: DaSL, soft_labels: str):
+        super().__init__(dasl)
+        self.soft_labels = soft_labels  # static's stage A trains with online (sample) soft labels
+
+    def declare(self, recipe):
+        o = self.options
+        return recipe.representation(
+            loss="dasl", **{**self.dasl.aux_options(), "soft_labels": self.soft_labels},
+            feature_distill=o["feature_distill"], distill_direction=o["distill_direction"],
+            lambda_soft=o["lambda_soft"], lambda_feat=o["lambda_feat"], ramp=o["ramp"])
 
     def teacher(self, state, batch, z_a, h_aux):
         """The teacher's (logits, features): the online auxiliary network's."""
@@ -303,6 +310,9 @@ class StaticDistillation(Distillation):
     """soft_labels=static, stage B: a finished stage A (trained or loaded) is the frozen teacher, and the
     student restarts from the run's initial weights (a cached stage B then overwrites both, teacher included)."""
 
+    def declare(self, recipe):
+        return replace(super().declare(recipe), name="static-representation")
+
     def on_stage_start(self, state):
         model = state.model
         model.extras[TEACHER] = FrozenTeacher(copy.deepcopy(model.backbone), copy.deepcopy(model.extras[AUX]),
@@ -315,6 +325,10 @@ class StaticDistillation(Distillation):
 
 class AuxNetwork(Part):
     """use_in=stage2: a fresh auxiliary network trained with CE on the frozen CE features."""
+
+    def declare(self, recipe):
+        return Stage("aux-network", optim=recipe.stage2, trainable="classifier", sampler="instance", loss="dasl",
+                     options=self.dasl.aux_options())
 
     def trainable_parameters(self, model, stage):
         return list(model.extras[AUX].parameters())
@@ -335,6 +349,10 @@ class AuxNetwork(Part):
 class AuxClassifier(Part):
     """aux_stage2=retrain: the auxiliary classifier re-initialised and re-trained class-balanced on the frozen
     auxiliary features (BN statistics of the frozen parts kept)."""
+
+    def declare(self, recipe):
+        return recipe.classifier("aux-classifier", reinit=False, loss="dasl", bn=self.options["stage2_bn"],
+                                 **self.dasl.aux_options())
 
     def trainable_parameters(self, model, stage):
         return list(model.extras[AUX].classifier.parameters())
@@ -359,6 +377,10 @@ class AuxClassifier(Part):
 class SoftClassifier(Part):
     """Stage 2: the main classifier on q = (1 - beta) onehot(y) + beta p_aux, the auxiliary network a fixed
     teacher."""
+
+    def declare(self, recipe):
+        return recipe.classifier(loss="dasl", beta=self.options["beta"], bn=self.options["stage2_bn"],
+                                 **self.dasl.aux_options())
 
     def loss(self, out, batch, state):
         aux, y, opts = state.model.extras[AUX], batch["y"], state.stage.opts
