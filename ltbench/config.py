@@ -14,11 +14,15 @@ from .ranges import Range  # noqa: F401  (importable from here as before)
 
 @dataclass(frozen=True)
 class Optim:
-    """Optimiser and schedule of one stage (SGD + linear warm-up + step or cosine decay).
+    """Optimiser and schedule of one stage (SGD + linear warm-up + step or cosine decay), one rate per epoch.
 
-    Warm-up as BagofTricks-LT's WarmupMultiStepLR (stepped once per epoch, lib/utils/utils.py:91-96; its
-    shape from BBN's lib/utils/lr_scheduler.py:10,39-40, from which BagofTricks-LT was reorganised): epoch e
-    < warmup_epochs runs at lr * (warmup_from + (1 - warmup_from) * e / warmup_epochs), warmup_from = 1/3.
+    Both references step a torch scheduler once at the START of every epoch, numbered from 1: BagofTricks-LT's
+    WarmupMultiStepLR (lib/utils/lr_scheduler.py:33-46, stepped at main/train.py:277, commit ce7859a) and
+    classifier-balancing's CosineAnnealingLR (run_networks.py:159-160, stepped at :255, commit f162ade). So the
+    epoch with index e (from 0) runs at their ``last_epoch = e + 1``: warm-up factor warmup_from + (1 -
+    warmup_from) * (e + 1) / warmup_epochs while e + 1 < warmup_epochs (5 warm-up epochs: 7/15, 9/15, 11/15,
+    13/15 of lr, then lr), x gamma for every milestone <= e + 1 (milestone 160: the 160th epoch is the first
+    decayed one), cosine 0.5 * lr * (1 + cos(pi * (e + 1) / epochs)) (the last epoch runs at 0, eta_min).
     """
 
     epochs: int
@@ -43,23 +47,20 @@ class Optim:
         warmup = min(max(round(self.warmup_epochs * ratio), 1), max(epochs - 1, 0)) if self.warmup_epochs else 0
         return replace(self, epochs=epochs, milestones=milestones, warmup_epochs=warmup)
 
-    def lr_at(self, epoch: float) -> float:
-        """Learning rate at a (fractional) epoch: warm-up and steps change per epoch, cosine per step."""
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of every step of the epoch with index ``epoch`` (from 0); see the class docstring."""
         import math
 
-        if self.warmup_epochs and epoch < self.warmup_epochs:
-            alpha = math.floor(epoch) / self.warmup_epochs
-            return self.lr * (self.warmup_from + (1 - self.warmup_from) * alpha)
-        if self.schedule == "cosine":
-            span = max(self.epochs - self.warmup_epochs, 1)
-            return 0.5 * self.lr * (1 + math.cos(math.pi * min(epoch - self.warmup_epochs, span) / span))
-        if self.schedule == "constant":
-            return self.lr
+        last_epoch = epoch + 1  # the references' scheduler count during this epoch
         factor = 1.0
-        for milestone in self.milestones:
-            if epoch >= milestone:
-                factor *= self.gamma
-        return self.lr * factor
+        if self.warmup_epochs and last_epoch < self.warmup_epochs:
+            alpha = last_epoch / self.warmup_epochs
+            factor = self.warmup_from * (1 - alpha) + alpha
+        if self.schedule == "cosine":
+            return factor * 0.5 * self.lr * (1 + math.cos(math.pi * min(last_epoch, self.epochs) / self.epochs))
+        if self.schedule == "constant":
+            return factor * self.lr
+        return factor * self.lr * self.gamma ** sum(milestone <= last_epoch for milestone in self.milestones)
 
 
 TRAINABLE = ("all", "classifier", "scales", "none")

@@ -1,11 +1,12 @@
 """Unit tests of the protocol rules and the math of the core (no training)."""
+import bisect
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from ltbench.config import RECIPES, Optim, Stage, stable_hash
+from ltbench.config import RECIPES, Optim, Stage, get_recipe, stable_hash
 from ltbench.data.augment import random_crop_flip
 from ltbench.data.base import Augment
 from ltbench.data.longtail import balanced_val_split, group_sizes, lt_counts, lt_subset, shot_groups
@@ -161,17 +162,87 @@ def test_stage_keys_share_stage1_and_change_with_settings():
     assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
 
 
-def test_schedule_warmup_and_steps():
+class ReferenceWarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
+    """BagofTricks-LT's lib/utils/lr_scheduler.py:4-46 (commit ce7859a), re-typed: linear warm-up from 1/3, then
+    x gamma at each milestone, as a function of the scheduler's ``last_epoch``."""
+
+    def __init__(self, optimizer, milestones, gamma=0.1, warmup_factor=1.0 / 3, warmup_epochs=5):
+        self.milestones, self.gamma, self.warmup_factor, self.warmup_epochs = milestones, gamma, warmup_factor, warmup_epochs
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        warmup_factor = 1
+        if self.last_epoch < self.warmup_epochs:
+            alpha = float(self.last_epoch) / self.warmup_epochs
+            warmup_factor = self.warmup_factor * (1 - alpha) + alpha
+        return [base_lr * warmup_factor * self.gamma ** bisect.bisect_right(self.milestones, self.last_epoch)
+                for base_lr in self.base_lrs]
+
+
+def reference_rates(make_scheduler, epochs: int) -> list[float]:
+    """The rate of each epoch as the references' loops set it: ``scheduler.step()`` at the start of every epoch
+    (BagofTricks-LT main/train.py:273-277 for epoch in 1..N; classifier-balancing run_networks.py:247-255)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = make_scheduler(optimizer)
+    rates = []
+    for _ in range(1, epochs + 1):
+        optimizer.step()  # (the reference steps the scheduler first; this only silences torch's order warning)
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+@pytest.mark.parametrize("optim, make_scheduler", [
+    (Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5, milestones=(160, 180), gamma=0.01),
+     lambda opt: ReferenceWarmupMultiStepLR(opt, [160, 180], gamma=0.01, warmup_epochs=5)),
+    (Optim(epochs=30, lr=0.1, batch_size=128, weight_decay=5e-4, warmup_epochs=5, milestones=(10, 20)),
+     lambda opt: ReferenceWarmupMultiStepLR(opt, [10, 20], gamma=0.1, warmup_epochs=5)),
+    (get_recipe("cpu").stage1, lambda opt: ReferenceWarmupMultiStepLR(opt, [24, 28], gamma=0.1, warmup_epochs=2)),
+    (Optim(epochs=90, lr=0.1, batch_size=512, weight_decay=5e-4, schedule="cosine"),
+     lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, 90, eta_min=0.0)),
+], ids=["paper-stage1", "paper-stage2", "cpu-stage1", "imagenet-cosine"])
+def test_schedule_matches_the_reference_scheduler_epoch_by_epoch(optim, make_scheduler):
+    expected = reference_rates(make_scheduler, optim.epochs)
+    assert [optim.lr_at(e) for e in range(optim.epochs)] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_every_step_of_an_epoch_runs_at_that_epochs_rate(monkeypatch):
+    """The loop sets the rate once per epoch, before its first step: an epoch's last step is not already
+    decayed (the old per-step rate ran it at the next epoch's rate) and the warm-up does not rise within an epoch."""
+    from ltbench.config import RunConfig
+    from ltbench.engine.plan import plan_run
+    from ltbench.engine.progress import Reporter
+    from ltbench.engine.runner import build_trainer
+
+    plan = plan_run(RunConfig(method="ce", dataset="digits-lt", recipe="smoke", precision="fp32", device="cpu"))
+    trainer = build_trainer(plan, Reporter(silent=True))
+    optim = Optim(epochs=4, lr=0.1, batch_size=64, weight_decay=0.0, warmup_epochs=3, milestones=(3,), gamma=0.5)
+    stage = Stage("probe", optim=optim)
+    seen: list[tuple[int, float]] = []
+    step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append((state.epoch, self.param_groups[0]["lr"]))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    hooks = plan.hooks(0)
+    state = trainer.begin_stage(0, stage, hooks)
+    trainer.fit_stage(state, "probe", 0, hooks)
+    steps = trainer.loaders["train"].num_batches(64, 1)
+    assert steps > 1 and len(seen) == 4 * steps
+    expected = [optim.lr_at(e) for e in range(4)]  # warm-up 5/9, 7/9 of lr; the 3rd epoch is the first decayed
+    assert expected == pytest.approx([0.1 * (1 / 3 + 2 / 9), 0.1 * (1 / 3 + 4 / 9), 0.05, 0.05])
+    assert [lr for _, lr in seen] == pytest.approx([expected[e] for e, _ in seen])
+    assert [e for e, _ in seen] == [e for e in range(4) for _ in range(steps)]
+
+
+def test_schedule_lengths():
     optim = Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5, milestones=(160, 180),
                   gamma=0.01)
-    # BagofTricks-LT's warm-up: lr/3 at epoch 0, linear to lr at epoch 5, one value per epoch
-    assert [optim.lr_at(e + 0.5) for e in range(6)] == pytest.approx([0.1 / 3, 0.1 * 7 / 15, 0.06, 0.1 * 11 / 15,
-                                                                      0.1 * 13 / 15, 0.1])
     assert optim.with_epochs(3).warmup_epochs == 1  # a short schedule keeps a warm-up (int() made it 0)
     assert optim.with_epochs(1).warmup_epochs == 0
-    assert optim.lr_at(100) == pytest.approx(0.1)
-    assert optim.lr_at(170) == pytest.approx(0.001)
-    assert optim.lr_at(190) == pytest.approx(0.00001)
+    assert [optim.lr_at(e) for e in (158, 159, 178, 179)] == pytest.approx([0.1, 0.001, 0.001, 0.00001])
     short = optim.with_epochs(20)
     assert short.milestones == (16, 18) and short.warmup_epochs == 1
 

@@ -83,11 +83,11 @@ def train_one_epoch(model: LTModel, method: Method, loader, optimizer: torch.opt
                            start_batch=first)
     sync_every = 1 if device.type == "cpu" else 25  # GPU: check for NaN without a sync per step
     recent: list[torch.Tensor] = []
+    lr = optim.lr_at(state.epoch)  # one rate per epoch, as the references' schedulers (config.Optim)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     for step, batch in enumerate(batches, first):
         state.step = step
-        lr = optim.lr_at(state.epoch + (step + 1) / state.steps_per_epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
         batch = method.transform_batch(batch, state)  # e.g. mixup: inputs and targets of the batch
         with autocast(device, precision):
             if backbone_trains:
