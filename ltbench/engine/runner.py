@@ -22,6 +22,7 @@ from ..files import _clean
 from .checkpoint import ResumePoint
 from .distributed import Distributed, init_from_env
 from .interrupt import GracefulStop, RunInterrupted, refuse_if_stopped
+from .memory import keep_freed_memory
 from .plan import Plan, check_world, plan_run, plugin_problems, resolved_workers
 from .progress import Reporter
 from .run_folder import RunFolder, check_plan_unchanged, check_run_name, finish_run, resume_config
@@ -37,6 +38,7 @@ def execute(config: RunConfig, reporter: Reporter | None = None, download: bool 
     <out>/runs/<name>/metrics.json). Under torchrun every rank calls this; rank 0 writes and prints."""
     reporter = reporter or Reporter()
     refuse_if_stopped()
+    keep_freed_memory()  # no page faults for the same activations every step (engine/memory.py)
     dist = init_from_env(config.device)
     if not dist.is_main:
         reporter = Reporter(reporter.console, silent=True)
