@@ -2,7 +2,9 @@
 
 Each entry says which setting it was measured in (dataset, imbalance factor, backbone, recipe); a table
 shows an entry only where its runs share that setting, so a number is never set beside runs it cannot be
-compared with. Accuracies and ECE are in percent; None: not reported.
+compared with. An entry measured with one configuration of a method (BagofTricks-LT's tau-norm: tau 1, bias
+kept) also names it (``runs_of`` and ``options``) and is shown only beside runs of exactly that
+configuration. Accuracies and ECE are in percent; None: not reported.
 """
 from __future__ import annotations
 
@@ -35,10 +37,26 @@ class Reference:
     medium_acc: float | None = None
     few_acc: float | None = None
     ece: float | None = None
+    runs_of: str | None = None  # with options: the ltbench method whose runs of that configuration it pairs with
+    options: tuple[tuple[str, object], ...] = ()  # (option, value) a run must have to stand beside it
 
     @property
     def label(self) -> str:
+        if self.options:
+            return f"{self.method} [{self.source}, paper; beside {self.runs_of}[{_compact(self.options)}]]"
         return f"{self.method} [{self.source}, paper]"
+
+    def pairs_with(self, method: str, options: dict | None) -> bool:
+        """Whether runs of ``method`` with ``options`` are the configuration this number was measured with
+        (always, for an entry that names none)."""
+        if not self.options:
+            return True
+        options = options or {}
+        return method == self.runs_of and all(k in options and options[k] == v for k, v in self.options)
+
+
+def _compact(options: tuple[tuple[str, object], ...]) -> str:
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(options))
 
 
 def _cifar(source: str, method: str, numbers: dict[tuple[str, float], float | tuple[float, float]]) -> list[Reference]:
@@ -49,9 +67,12 @@ def _cifar(source: str, method: str, numbers: dict[tuple[str, float], float | tu
     return refs
 
 
-def _bag_of_tricks(method: str, c10_100: float, c10_50: float, c100_100: float, c100_50: float) -> list[Reference]:
-    return _cifar("BagofTricks-LT", method, {("cifar10-lt", 100): c10_100, ("cifar10-lt", 50): c10_50,
-                                              ("cifar100-lt", 100): c100_100, ("cifar100-lt", 50): c100_50})
+def _bag_of_tricks(method: str, c10_100: float, c10_50: float, c100_100: float, c100_50: float,
+                   **condition) -> list[Reference]:
+    numbers = {("cifar10-lt", 100): c10_100, ("cifar10-lt", 50): c10_50, ("cifar100-lt", 100): c100_100,
+               ("cifar100-lt", 50): c100_50}
+    return [Reference("BagofTricks-LT", method, dataset, imbalance, "resnet32", "paper", acc, **condition)
+            for (dataset, imbalance), acc in numbers.items()]
 
 
 def _gallery(method: str, errors: tuple[float, float, float, float]) -> list[Reference]:
@@ -69,7 +90,9 @@ REFERENCES: list[Reference] = [
     *_bag_of_tricks("CE", 70.36, 74.81, 38.32, 43.85),
     *_bag_of_tricks("cRT", 74.99, 80.17, 40.26, 45.36),
     *_bag_of_tricks("LWS", 72.63, 78.66, 40.16, 45.21),
-    *_bag_of_tricks("tau-norm", 72.70, 79.78, 40.96, 45.69),
+    # tau 1 with the bias kept: configs/cao_cifar/two_stage/classifier_balance/tau_norm/*.yaml (TAU 1.0, BIAS True)
+    # and lib/net/network.py:113-117@ce7859a (only classifier.weight is normalised)
+    *_bag_of_tricks("tau-norm", 72.70, 79.78, 40.96, 45.69, runs_of="tau-norm", options=(("bias", "keep"), ("tau", 1.0))),
     *_bag_of_tricks("label smoothing (CE)", 72.81, 76.57, 38.44, 42.34),
     *_cifar("MiSLAS", "MiSLAS", {("cifar10-lt", 100): (82.5, 3.66), ("cifar10-lt", 50): (85.7, 2.01),
                                  ("cifar10-lt", 10): (90.0, 1.20), ("cifar100-lt", 100): (47.0, 4.83),

@@ -86,9 +86,10 @@ def test_references_only_where_the_setting_matches(cifar):
     make_run(cifar, "ce-cpu", "ce", recipe="cpu", imbalance=10.0)
     table = build_table(cifar, "paper", with_reference=True)
     labels = [row[0] for row in table.rows[-table.references:]]
-    assert "cRT [BagofTricks-LT, paper]" in labels and "MiSLAS [MiSLAS, paper]" in labels
+    crt, mislas = "cRT [BagofTricks-LT, paper]", "MiSLAS [MiSLAS, paper]"
+    assert crt in labels and mislas in labels
     assert not any("Kang" in label for label in labels)  # no ImageNet-LT run shown
-    crt_ref = table.rows[-table.references:][labels.index("cRT [BagofTricks-LT, paper]")]
+    crt_ref = table.rows[-table.references:][labels.index(crt)]
     columns = dict(zip(table.columns[1:], crt_ref[1:]))
     assert columns["CIFAR-10-LT IF100"].mean == 74.99 and columns["CIFAR-10-LT IF50"].mean == 80.17
     assert columns["CIFAR-100-LT IF100"].mean == 40.26
@@ -97,6 +98,32 @@ def test_references_only_where_the_setting_matches(cifar):
     long = build_table(cifar, "long", with_reference=True, filters=["dataset=cifar10-lt", "imbalance=100"])
     mislas = next(row for row in long.rows if row[0] == "MiSLAS [MiSLAS, paper]")
     assert mislas[4].mean == 82.5 and mislas[8].mean == 3.66
+
+
+def test_a_published_configuration_pairs_only_with_runs_of_it(tmp_path):
+    """BagofTricks-LT's tau-norm (tau 1, bias kept) stands beside tau-norm[bias=keep,tau=1] runs, not Kang's
+    configuration (tau on validation, bias dropped) nor a run that keeps the bias with another tau."""
+    gallery = "tau-norm [BagofTricks-LT, paper; beside tau-norm[bias=keep,tau=1]]"
+    defaults = {"tau": -1.0, "grid_step": 0.1, "bias": "drop"}
+    make_run(tmp_path, "ce", "ce", acc=70.0, method_defaults={})
+    make_run(tmp_path, "kang", "tau-norm", acc=72.0, options=defaults, method_defaults=defaults)
+    make_run(tmp_path, "keep-tuned", "tau-norm", acc=71.0, options={**defaults, "bias": "keep"},
+             method_defaults=defaults)
+    for layout in ("paper", "long"):
+        table = build_table(tmp_path, layout, with_reference=True)
+        labels = [row[0] for row in table.rows]
+        assert "tau-norm" in labels and "tau-norm[bias=keep]" in labels and gallery not in labels, layout
+        assert "CE [BagofTricks-LT, paper]" in labels  # entries without a configuration stay
+    for seed in (0, 1):
+        make_run(tmp_path, f"bot-{seed}", "tau-norm", seed, 73.0, options={**defaults, "tau": 1.0, "bias": "keep"},
+                 method_defaults=defaults)
+    for layout in ("paper", "long"):
+        table = build_table(tmp_path, layout, with_reference=True)
+        rows = {row[0]: row for row in table.rows}
+        assert "tau-norm[bias=keep,tau=1]" in rows and gallery in rows, layout
+        assert rows[gallery][1 if layout == "paper" else 4].mean == 72.70
+    table = build_table(tmp_path, "paper", with_reference=True, filters=["method_options.bias=drop"])
+    assert gallery not in [row[0] for row in table.rows]
 
 
 def _check_latex(text: str) -> None:
