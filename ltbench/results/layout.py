@@ -1,6 +1,8 @@
 """Table layouts: ``long`` (one row per group, every shot group and ECE) and ``paper`` (methods × dataset
 and IF, as CIFAR-LT papers print). Best values are marked among our runs only (published rows are
-context, not contestants)."""
+context, not contestants). A published row appears where a run shares its setting, and, when it names the
+method configuration it was measured with (reference.py ``runs_of``, ``options``), only where a run of that
+configuration is in the table; its label says which."""
 from __future__ import annotations
 
 import pandas as pd
@@ -47,7 +49,8 @@ def _reference_matches(ref: Reference, row) -> bool:
     same_imbalance = (ref.imbalance is None and pd.isna(row["imbalance"])) or (
         ref.imbalance is not None and not pd.isna(row["imbalance"]) and float(row["imbalance"]) == ref.imbalance)
     return (ref.dataset == row["dataset"] and same_imbalance and ref.backbone == row["backbone"]
-            and ref.recipe == row["recipe"] and row["profile"] == "exp")
+            and ref.recipe == row["recipe"] and row["profile"] == "exp"
+            and ref.pairs_with(row["method"], row.get("options")))  # a configuration it names: only beside it
 
 
 def _ref_cell(value: float | None, error: bool = False) -> Cell:

@@ -209,14 +209,23 @@ def add_labels(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per group: ``<metric>_mean``, ``<metric>_std`` (ddof=1, NaN for one seed), ``seeds``."""
+    """One row per group: ``<metric>_mean``, ``<metric>_std`` (ddof=1, NaN for one seed), ``seeds`` and
+    ``options`` (those its runs share)."""
     grouped = df.groupby(GROUP_KEYS, dropna=False, sort=False)
     stats = grouped[list(METRICS)].agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats["seeds"] = grouped.size()
     for group in GROUPS:
         stats[group] = grouped[group].first()
+    stats["options"] = grouped["options"].agg(common_options)
     return stats.reset_index()
+
+
+def common_options(options: pd.Series) -> dict:
+    """The method options every run of a group has with the same value (what a published number's
+    configuration is checked against)."""
+    first, *rest = list(options)
+    return {k: v for k, v in (first or {}).items() if all(k in (o or {}) and o[k] == v for o in rest)}
 
 
 def setting_name(dataset: str, imbalance, profile: str = "exp") -> str:

@@ -88,3 +88,55 @@ def test_tuning_without_a_validation_split_is_refused_before_training(tmp_path):
     assert not (tmp_path / "runs").exists()
     fixed = invoke("run", "--method", "tau-norm", "-o", "tau=1.0", *FAST, "--val-per-class", "0", "--results", tmp_path)
     assert fixed.exit_code == 0, fixed.output
+
+
+def tau_norm_state(classifier: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> SimpleNamespace:
+    model = SimpleNamespace(classifier=classifier, head=classifier)
+    return SimpleNamespace(model=model, evaluate=lambda split, features_only=True: (features, labels),
+                           log=lambda line: None)
+
+
+@pytest.mark.parametrize("tau", [1.0, -1.0])
+def test_tau_norm_bias_keep_leaves_the_bias_and_drop_zeroes_it(tau):
+    """keep: BagofTricks-LT (lib/net/network.py:113-117 normalises classifier.weight only); drop: Kang
+    (classifier-balancing tau_norm.py scores features against the normalised weights, no bias)."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(3, 4) * 3, torch.tensor([1.0, -2.0, 3.0])
+    features, labels = torch.zeros(6, 4), torch.full((6,), 2)  # zero features: the bias alone decides
+    results = {}
+    for choice in ("keep", "drop"):
+        classifier = torch.nn.Linear(4, 3)
+        classifier.weight.data.copy_(weight)
+        classifier.bias.data.copy_(bias)
+        method = create_method("tau-norm", {"tau": tau, "bias": choice})
+        results[choice] = method.post_stage(tau_norm_state(classifier, features, labels))
+        chosen = results[choice]["tau"]
+        torch.testing.assert_close(classifier.weight, weight / weight.norm(dim=1, keepdim=True) ** chosen)
+        expected = bias if choice == "keep" else torch.zeros(3)
+        assert torch.equal(classifier.bias, expected), choice
+    if tau < 0:  # the validation choice sees the bias it will test with: class 2 wins on every tau if kept
+        assert set(results["keep"]["val_acc_by_tau"].values()) == {100.0}
+        assert set(results["drop"]["val_acc_by_tau"].values()) == {0.0}
+    assert create_method("tau-norm").options["bias"] == "drop"  # Kang's, the default
+
+
+def test_tau_norm_lists_the_bias_switch_and_refuses_other_values():
+    result = invoke("methods", "tau-norm")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "drop | keep" in text and "network.py:113-117" in text.replace(" ", "")
+    with pytest.raises(Exception, match="choose one of drop, keep"):
+        create_method("tau-norm", {"bias": "zero"})
+
+
+def test_tau_norm_bias_keep_run_keeps_stage_1s_bias(tmp_path):
+    for name, options in (("keep", ["-o", "bias=keep"]), ("drop", [])):
+        result = invoke("run", "--method", "tau-norm", "-o", "tau=1", *options, *FAST, "--results", tmp_path,
+                        "--run-name", name)
+        assert result.exit_code == 0, result.output
+    stage1 = json.loads((tmp_path / "runs" / "keep" / "metrics.json").read_text())["stages"][0]["key"]
+    bias = "backbone.fc.bias"  # the classifier (timm's head) as the model's state dict names it
+    before = torch.load(tmp_path / "stages" / stage1 / "model.pt", weights_only=True)["model"][bias]
+    kept, dropped = (torch.load(tmp_path / "runs" / name / "model.pt", weights_only=True)["model"][bias]
+                     for name in ("keep", "drop"))
+    assert before.abs().sum() > 0 and torch.equal(kept, before) and not dropped.any()

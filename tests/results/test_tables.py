@@ -86,17 +86,46 @@ def test_references_only_where_the_setting_matches(cifar):
     make_run(cifar, "ce-cpu", "ce", recipe="cpu", imbalance=10.0)
     table = build_table(cifar, "paper", with_reference=True)
     labels = [row[0] for row in table.rows[-table.references:]]
-    assert "cRT [BagofTricks-LT, paper]" in labels and "MiSLAS [MiSLAS, paper]" in labels
+    crt, mislas = "cRT (Classifier Re-training) [BagofTricks-LT gallery]", "MiSLAS [MiSLAS README]"
+    assert crt in labels and mislas in labels and "MiSLAS [MiSLAS paper (CVPR slides)]" in labels
     assert not any("Kang" in label for label in labels)  # no ImageNet-LT run shown
-    crt_ref = table.rows[-table.references:][labels.index("cRT [BagofTricks-LT, paper]")]
+    crt_ref = table.rows[-table.references:][labels.index(crt)]
     columns = dict(zip(table.columns[1:], crt_ref[1:]))
     assert columns["CIFAR-10-LT IF100"].mean == 74.99 and columns["CIFAR-10-LT IF50"].mean == 80.17
     assert columns["CIFAR-100-LT IF100"].mean == 40.26
     assert columns["CIFAR-10-LT IF10"].mean is None  # only cpu runs there: MiSLAS' IF10 number stays out
     assert not any(cell.best for row in table.rows[-table.references:] for cell in row[1:])
     long = build_table(cifar, "long", with_reference=True, filters=["dataset=cifar10-lt", "imbalance=100"])
-    mislas = next(row for row in long.rows if row[0] == "MiSLAS [MiSLAS, paper]")
+    mislas = next(row for row in long.rows if row[0] == "MiSLAS [MiSLAS README]")
     assert mislas[4].mean == 82.5 and mislas[8].mean == 3.66
+    paper = next(row for row in long.rows if row[0] == "MiSLAS [MiSLAS paper (CVPR slides)]")
+    assert paper[4].mean == 82.1 and paper[8].mean == 3.70  # the paper's figure beside the README's
+
+
+def test_a_published_configuration_pairs_only_with_runs_of_it(tmp_path):
+    """BagofTricks-LT's tau-norm (tau 1, bias kept) stands beside tau-norm[bias=keep,tau=1] runs, not Kang's
+    configuration (tau on validation, bias dropped) nor a run that keeps the bias with another tau."""
+    gallery = "Tau_normalization [BagofTricks-LT gallery; beside tau-norm[bias=keep,tau=1]]"
+    defaults = {"tau": -1.0, "grid_step": 0.1, "bias": "drop"}
+    make_run(tmp_path, "ce", "ce", acc=70.0, method_defaults={})
+    make_run(tmp_path, "kang", "tau-norm", acc=72.0, options=defaults, method_defaults=defaults)
+    make_run(tmp_path, "keep-tuned", "tau-norm", acc=71.0, options={**defaults, "bias": "keep"},
+             method_defaults=defaults)
+    for layout in ("paper", "long"):
+        table = build_table(tmp_path, layout, with_reference=True)
+        labels = [row[0] for row in table.rows]
+        assert "tau-norm" in labels and "tau-norm[bias=keep]" in labels and gallery not in labels, layout
+        assert "Baseline (CE) [BagofTricks-LT gallery]" in labels  # entries without a configuration stay
+    for seed in (0, 1):
+        make_run(tmp_path, f"bot-{seed}", "tau-norm", seed, 73.0, options={**defaults, "tau": 1.0, "bias": "keep"},
+                 method_defaults=defaults)
+    for layout in ("paper", "long"):
+        table = build_table(tmp_path, layout, with_reference=True)
+        rows = {row[0]: row for row in table.rows}
+        assert "tau-norm[bias=keep,tau=1]" in rows and gallery in rows, layout
+        assert rows[gallery][1 if layout == "paper" else 4].mean == 72.70
+    table = build_table(tmp_path, "paper", with_reference=True, filters=["method_options.bias=drop"])
+    assert gallery not in [row[0] for row in table.rows]
 
 
 def _check_latex(text: str) -> None:
@@ -292,3 +321,30 @@ def test_compare_to_refuses_other_test_sets_and_unknown_methods(tmp_path):
         result = invoke("table", "--results", tmp_path, *args)
         assert result.exit_code != 0 and message in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_published_numbers_are_the_current_gallery_and_name_their_source():
+    """The gallery rows are documents/trick_gallery.md at ce7859a (cao_cifar), 100 - error, not the superseded
+    3ae52f4 copy (cui_cifar: focal 69.12, CB 70.20, Balanced Softmax 76.37, ...); every entry cites where."""
+    from ltbench.results.reference import REFERENCES, SOURCES
+
+    c10 = {(r.source, r.method): r for r in REFERENCES if r.dataset == "cifar10-lt" and r.imbalance == 100}
+    gallery = {m: r for (s, m), r in c10.items() if s == "BagofTricks-LT gallery"}
+    assert {m: r.acc for m, r in gallery.items()} == {
+        "Baseline (CE)": 70.36, "cRT (Classifier Re-training)": 74.99, "LWS (Learnable Weight Scaling)": 72.63,
+        "Tau_normalization": 72.70, "CrossEntropyLabelSmooth": 72.81, "Focal loss": 71.56, "ClassBalanceFocal": 75.20,
+        "ClassBalanceCE": 70.48, "BalancedSoftmaxCE": 77.54, "Input mixup": 74.06, "DRW, ClassBalanceCE": 74.64,
+        "DRW, LDAM loss": 77.73, "DRS, Class-balanced sampling": 75.07}
+    assert all("@ce7859a, configs/cao_cifar/" in r.where for r in gallery.values())
+    assert gallery["Input mixup"].differs == "400 epochs" and gallery["Focal loss"].where.endswith("re_weighting/focal/")
+    assert all(r.source in SOURCES and r.where for r in REFERENCES)
+    assert len({(r.label, r.dataset, r.imbalance) for r in REFERENCES}) == len(REFERENCES)  # labels are row names
+    menon = [r for r in REFERENCES if r.source == "Menon et al. README"]
+    assert {r.method for r in menon} == {"Baseline (ERM)", "Post-hoc logit adjustment", "Logit adjustment loss"}
+    assert c10[("Menon et al. README", "Baseline (ERM)")].acc == 71.36
+    assert all("another configuration: 1,241 epochs" in r.label for r in menon)
+    mixup = c10[("MiSLAS README", "stage-1 mixup")]
+    assert (mixup.acc, mixup.ece) == (72.8, 2.14)
+    assert (c10[("MiSLAS README", "MiSLAS")].acc, c10[("MiSLAS paper (CVPR slides)", "MiSLAS")].acc) == (82.5, 82.1)
+    ncm = next(r for r in REFERENCES if r.source == "Kang et al. README" and r.method == "NCM")
+    assert (ncm.many_acc, ncm.medium_acc, ncm.few_acc, ncm.acc) == (56.6, 45.3, 28.1, 47.3)
