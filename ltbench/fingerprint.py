@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 # The package files whose code defines a stage's computation: the loop and its numerics, the base hooks,
-# schedules, models, sampling and augmentation, and the stage set-up (engine/trainer.py: seeding, trainable
-# parameters, optimizer, restore). Reporting, the CLI, sweeps, tables and the run folder are not in it.
-CORE_FILES = ("method.py", "config.py", "engine/loop.py", "engine/trainer.py", "engine/precision.py",
+# the stage and recipe math (recipes.py: Optim and its schedule, Stage, Recipe and the presets, lr scaling),
+# models, sampling and augmentation, and the stage set-up (engine/trainer.py: seeding, trainable parameters,
+# optimizer, restore). Not in it: run settings and their help and ranges (config.py), the CLI, reporting,
+# sweeps, tables and the run folder; editing those computes nothing different, so it invalidates no stage.
+CORE_FILES = ("method.py", "recipes.py", "engine/loop.py", "engine/trainer.py", "engine/precision.py",
               "models/__init__.py", "models/heads.py", "models/resnet_cifar.py", "models/auxiliary.py",
               "data/base.py", "data/augment.py", "data/samplers.py", "data/loaders.py", "data/longtail.py")
 
