@@ -101,6 +101,7 @@ register_dataset = DATASETS.register
 
 PLUGIN_ENV = "LTBENCH_PLUGINS"  # os.pathsep-separated folders (or .py files) with extra methods
 _loaded_plugin_paths: set[str] = set()
+_plugin_folders: set[Path] = set()  # resolved folders of the plugin files loaded (their helpers are method code)
 _builtins_loaded = False
 
 
@@ -120,6 +121,11 @@ def _import_file(path: Path) -> None:
         METHODS.load_errors.append(f"plugin {path} failed to import: {type(exc).__name__}: {exc}")
     finally:
         sys.dont_write_bytecode = dont_write
+
+
+def plugin_folders() -> frozenset[Path]:
+    """The resolved folders of every plugin file loaded in this process."""
+    return frozenset(_plugin_folders)
 
 
 def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:
@@ -154,6 +160,7 @@ def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:
             if file.name.startswith("_") or key in _loaded_plugin_paths:
                 continue
             _loaded_plugin_paths.add(key)
+            _plugin_folders.add(file.resolve().parent)
             with METHODS.origin(str(file)):
                 _import_file(file)
     return METHODS

@@ -244,3 +244,14 @@ def test_the_numerics_are_in_every_stage_key_but_in_no_seed(package, package_key
     for method, plan in edited.items():
         assert not set(plan["keys"]) & set(package_keys[method]["keys"]), method
         assert plan["seeds"] == package_keys[method]["seeds"], method
+
+
+def test_a_helper_one_method_file_imports_from_another_is_in_its_key(package, package_keys):
+    """posthoc_la.py computes its adjustment with la_loss.log_prior: editing la_loss.py is a new key for
+    posthoc-la's own stage, and leaves the shared CE stage and the methods that do not import it alone."""
+    edit(package / "ltbench" / "methods" / "la_loss.py", "def log_prior(", "# a comment\ndef log_prior(")
+    edited = planned(package)
+    assert edited["posthoc-la"]["keys"][0] == package_keys["posthoc-la"]["keys"][0]  # the shared CE stage
+    assert edited["posthoc-la"]["keys"][1] != package_keys["posthoc-la"]["keys"][1]
+    assert edited["posthoc-la"]["seeds"] == package_keys["posthoc-la"]["seeds"]
+    assert {m: edited[m] for m in ("ce", "crt", "dasl")} == {m: package_keys[m] for m in ("ce", "crt", "dasl")}
