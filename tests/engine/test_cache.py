@@ -255,3 +255,41 @@ def test_a_helper_one_method_file_imports_from_another_is_in_its_key(package, pa
     assert edited["posthoc-la"]["keys"][1] != package_keys["posthoc-la"]["keys"][1]
     assert edited["posthoc-la"]["seeds"] == package_keys["posthoc-la"]["seeds"]
     assert {m: edited[m] for m in ("ce", "crt", "dasl")} == {m: package_keys[m] for m in ("ce", "crt", "dasl")}
+
+
+SPLIT_PLUGIN = {
+    "my.py": """
+from torch.nn import functional as F
+
+import cos_head
+from ltbench import Method, register_method
+from tail_scale import scale
+
+
+@register_method("two-file-plugin", summary="cross-entropy scaled by two helper files of its folder (tests)")
+class TwoFiles(Method):
+    def stages(self, recipe):
+        return [recipe.representation(loss="two-file-plugin")]
+
+    def loss(self, out, batch, state):
+        return cos_head.SCALE * scale(F.cross_entropy(out.logits.float(), batch["y"]))
+""",
+    "cos_head.py": "SCALE = 1.0\n",  # sorted before my.py: loaded first
+    "tail_scale.py": "def scale(loss):\n    return 1.0 * loss\n",  # sorted after my.py: imported by it first
+}
+
+
+def test_a_plugin_split_over_files_loads_and_each_helper_is_in_its_key(tmp_path):
+    """A plugin file imports its folder's other files as Python runs a script (`import cos_head`), and an edit
+    of any of them is a new key for the plugin's stage; the folder is left as it was (no __pycache__)."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for name, text in SPLIT_PLUGIN.items():
+        (folder / name).write_text(text)
+    first = planned(REPO, ["two-file-plugin", "ce"], [folder])["two-file-plugin"]["keys"]
+    keys = [first[0]]
+    for name, old, new in (("cos_head.py", "SCALE = 1.0", "SCALE = 0.5"), ("tail_scale.py", "1.0 *", "0.5 *")):
+        edit(folder / name, old, new)
+        keys.append(planned(REPO, ["two-file-plugin"], [folder])["two-file-plugin"]["keys"][0])
+    assert len(set(keys)) == 3, keys
+    assert sorted(p.name for p in folder.iterdir()) == sorted(SPLIT_PLUGIN)
