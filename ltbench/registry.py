@@ -7,7 +7,9 @@ names fail with the closest matches.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
+import keyword
 import os
 import pkgutil
 import sys
@@ -101,18 +103,46 @@ register_dataset = DATASETS.register
 
 PLUGIN_ENV = "LTBENCH_PLUGINS"  # os.pathsep-separated folders (or .py files) with extra methods
 _loaded_plugin_paths: set[str] = set()
+_plugin_folders: set[Path] = set()  # resolved folders of the plugin files loaded (their helpers are method code)
 _builtins_loaded = False
 
 
+def _module_name(path: Path) -> str | None:
+    """The name a plugin file is imported under: its own (``cos_head``), so that its folder's other files import
+    it as Python would for a script's folder (``import cos_head``) and get this very module, unless that name
+    already stands for another module (a built-in, an installed one, another plugin folder's file): then a
+    name of its own, as before. None: a sibling already imported this file under its name."""
+    name, resolved = path.stem, path.resolve()
+    existing = sys.modules.get(name)
+    if existing is not None:
+        if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == resolved:
+            return None
+        if getattr(existing, "__file__", None) and Path(existing.__file__).resolve().parent in _plugin_folders:
+            warnings.warn(f"plugin {path}: a module '{name}' was loaded before from {existing.__file__}, so "
+                          f"`import {name}` in {path.parent} gets that file; rename one of them", stacklevel=3)
+    elif name.isidentifier() and not keyword.iskeyword(name) and name not in sys.builtin_module_names:
+        spec = importlib.machinery.PathFinder.find_spec(name)  # what `import name` finds: this file, or another
+        if spec is not None and spec.origin and Path(spec.origin).resolve() == resolved:
+            return name
+    return f"ltbench_plugin_{path.stem}_{abs(hash(str(resolved))) % 10**8}"
+
+
 def _import_file(path: Path) -> None:
-    """Import a plugin file without writing __pycache__/ next to it: the folder is the user's (maybe shared,
-    read-only or under version control), and a plugin is compiled in milliseconds."""
-    module_name = f"ltbench_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+    """Import a plugin file, its folder importable (put on sys.path, last, so that it never shadows an installed
+    module), without writing __pycache__/ next to it: the folder is the user's (maybe shared, read-only or
+    under version control), and a plugin is compiled in milliseconds."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    importlib.invalidate_caches()  # files written since the folder was last looked at are found
+    module_name = _module_name(path)
+    if module_name is None:
+        return
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     dont_write = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True  # read by SourceFileLoader when it would cache the compiled file
+    sys.dont_write_bytecode = True  # read by SourceFileLoader when it would cache the compiled file (siblings too)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # a broken plugin must not take the other methods down
@@ -120,6 +150,11 @@ def _import_file(path: Path) -> None:
         METHODS.load_errors.append(f"plugin {path} failed to import: {type(exc).__name__}: {exc}")
     finally:
         sys.dont_write_bytecode = dont_write
+
+
+def plugin_folders() -> frozenset[Path]:
+    """The resolved folders of every plugin file loaded in this process."""
+    return frozenset(_plugin_folders)
 
 
 def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:
@@ -154,6 +189,7 @@ def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:
             if file.name.startswith("_") or key in _loaded_plugin_paths:
                 continue
             _loaded_plugin_paths.add(key)
+            _plugin_folders.add(file.resolve().parent)
             with METHODS.origin(str(file)):
                 _import_file(file)
     return METHODS

@@ -315,6 +315,31 @@ def test_image_folder_cache_falls_back_when_data_folder_is_read_only(tmp_path, m
     assert Path(again.info["cache"]) == data / "ltbench-cifar10-lt.npz"
 
 
+def test_an_image_replaced_under_its_name_is_decoded_again_and_is_other_data(tmp_path, monkeypatch):
+    """The decode cache is keyed by every file's size and modification time, not its name alone: images
+    replaced under the same names (a class made black) are new pixels and a new data fingerprint, hence new
+    stage keys, never the old pixels from the cache."""
+    import os
+
+    from ltbench.data import build_data
+
+    monkeypatch.delenv(sources.CACHE_ENV, raising=False)
+    data = tmp_path / "cifar10"
+    write_image_folders(data)
+    first = source("cifar10-lt").load(tmp_path)
+    fingerprint = build_data("cifar10-lt", tmp_path, 1, "exp", 0, 0).fingerprint
+    assert source("cifar10-lt").load(tmp_path).info["cache_hit"]
+    replaced = data / "train" / "class1" / "0.png"
+    before = replaced.stat()
+    write_image(replaced, 0, 32)  # class1's PNG made black, under the same name
+    os.utime(replaced, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # a later mtime, whatever the clock
+    again = source("cifar10-lt").load(tmp_path)
+    assert not again.info["cache_hit"]
+    assert first.train.images[2, 0, 0].tolist() == [25, 25, 25] and again.train.images[2, 0, 0].tolist() == [0, 0, 0]
+    assert build_data("cifar10-lt", tmp_path, 1, "exp", 0, 0).fingerprint != fingerprint
+    assert source("cifar10-lt").load(tmp_path).info["cache_hit"]  # and the new listing is cached in turn
+
+
 def test_image_folder_bad_images_name_the_file(tmp_path):
     write_image_folders(tmp_path, size=32)
     bad = tmp_path / "test" / "class3" / "9.png"

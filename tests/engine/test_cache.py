@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import FAST, invoke
+from tests.helpers import FAST, REPO, invoke
 
 POSTHOC_PLUGIN = '''
 import torch
@@ -165,3 +166,130 @@ def test_mislas_reuses_mixups_stage_1_and_matches_a_fresh_mislas_bit_for_bit(tmp
     assert reused[0]["reused"] and reused[0]["key"] == mixup[0]["key"] == fresh[0]["key"]
     assert not reused[1]["reused"] and reused[1]["key"] == fresh[1]["key"]
     np.testing.assert_array_equal(logits_of(tmp_path / "shared", "mislas"), logits_of(tmp_path / "fresh", "mislas"))
+
+
+# --- what the code hash of a stage key covers ----------------------------------------------------------
+
+KEY_PROBE = """
+import json, sys
+import ltbench
+from ltbench.config import RunConfig
+from ltbench.engine.plan import plan_run
+
+assert ltbench.__file__.startswith(sys.argv[1]), ltbench.__file__  # the package under test, not another copy
+plans = {}
+for method in sys.argv[2].split(","):
+    plan = plan_run(RunConfig(method=method, dataset="digits-lt", recipe="smoke", device="cpu", precision="fp32",
+                              plugins=sys.argv[3:]))
+    plans[method] = {"keys": plan.keys, "seeds": plan.seeds}
+print(json.dumps(plans))
+"""
+KEYED_METHODS = ("ce", "crt", "posthoc-la", "dasl")
+
+
+def planned(root: Path, methods=KEYED_METHODS, plugins=()) -> dict:
+    """Stage keys and seeds of ``methods`` (digits-lt, smoke recipe) planned by a fresh process that imports
+    ltbench from ``root``, as a user's next command would after an edit."""
+    done = subprocess.run([sys.executable, "-c", KEY_PROBE, str(root), ",".join(methods), *map(str, plugins)],
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def copy_package(root: Path) -> Path:
+    """A copy of the package as a wheel lays it out (methods/ inside it as ltbench/methods), to edit."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.npz")
+    shutil.copytree(REPO / "ltbench", root / "ltbench", ignore=ignore)
+    shutil.copytree(REPO / "methods", root / "ltbench" / "methods", ignore=ignore)
+    return root
+
+
+@pytest.fixture
+def package(tmp_path) -> Path:
+    return copy_package(tmp_path / "site")
+
+
+@pytest.fixture(scope="module")
+def package_keys(tmp_path_factory) -> dict:
+    """The keys of an unedited copy (the code hashes name file contents, never where the files are)."""
+    return planned(copy_package(tmp_path_factory.mktemp("pristine") / "site"))
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path} no longer holds {old!r}: pick another edit"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_run_configuration_cli_and_help_text_are_in_no_stage_key(package, package_keys):
+    """config.py holds RunConfig, setting metadata and ranges and cli.py the commands and their help: editing
+    them computes nothing different, so no stored stage may be invalidated by it (it was: config.py was hashed)."""
+    config, cli = package / "ltbench" / "config.py", package / "ltbench" / "cli.py"
+    edit(config, "the imbalance factor is the largest class count over the smallest",
+         "IF: the largest class count over the smallest")
+    edit(config, "def check_settings(", "# a comment\ndef check_settings(")
+    edit(cli, 'help="Method name (see `ltbench methods`)."', 'help="The method (`ltbench methods` lists them)."')
+    cli.write_text(cli.read_text() + "# a comment\n")
+    assert planned(package) == package_keys
+
+
+@pytest.mark.parametrize("file", ["recipes.py", "engine/loop.py"])
+def test_the_numerics_are_in_every_stage_key_but_in_no_seed(package, package_keys, file):
+    """The stage and recipe math (schedules, presets, lr scaling) and the loop compute every stage: a comment
+    there is a new key for every stage (what a stored artifact is, is then certain), never another seed."""
+    path = package / "ltbench" / file
+    path.write_text(path.read_text() + "# a comment\n")
+    edited = planned(package)
+    for method, plan in edited.items():
+        assert not set(plan["keys"]) & set(package_keys[method]["keys"]), method
+        assert plan["seeds"] == package_keys[method]["seeds"], method
+
+
+def test_a_helper_one_method_file_imports_from_another_is_in_its_key(package, package_keys):
+    """posthoc_la.py computes its adjustment with la_loss.log_prior: editing la_loss.py is a new key for
+    posthoc-la's own stage, and leaves the shared CE stage and the methods that do not import it alone."""
+    edit(package / "ltbench" / "methods" / "la_loss.py", "def log_prior(", "# a comment\ndef log_prior(")
+    edited = planned(package)
+    assert edited["posthoc-la"]["keys"][0] == package_keys["posthoc-la"]["keys"][0]  # the shared CE stage
+    assert edited["posthoc-la"]["keys"][1] != package_keys["posthoc-la"]["keys"][1]
+    assert edited["posthoc-la"]["seeds"] == package_keys["posthoc-la"]["seeds"]
+    assert {m: edited[m] for m in ("ce", "crt", "dasl")} == {m: package_keys[m] for m in ("ce", "crt", "dasl")}
+
+
+SPLIT_PLUGIN = {
+    "my.py": """
+from torch.nn import functional as F
+
+import cos_head
+from ltbench import Method, register_method
+from tail_scale import scale
+
+
+@register_method("two-file-plugin", summary="cross-entropy scaled by two helper files of its folder (tests)")
+class TwoFiles(Method):
+    def stages(self, recipe):
+        return [recipe.representation(loss="two-file-plugin")]
+
+    def loss(self, out, batch, state):
+        return cos_head.SCALE * scale(F.cross_entropy(out.logits.float(), batch["y"]))
+""",
+    "cos_head.py": "SCALE = 1.0\n",  # sorted before my.py: loaded first
+    "tail_scale.py": "def scale(loss):\n    return 1.0 * loss\n",  # sorted after my.py: imported by it first
+}
+
+
+def test_a_plugin_split_over_files_loads_and_each_helper_is_in_its_key(tmp_path):
+    """A plugin file imports its folder's other files as Python runs a script (`import cos_head`), and an edit
+    of any of them is a new key for the plugin's stage; the folder is left as it was (no __pycache__)."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for name, text in SPLIT_PLUGIN.items():
+        (folder / name).write_text(text)
+    first = planned(REPO, ["two-file-plugin", "ce"], [folder])["two-file-plugin"]["keys"]
+    keys = [first[0]]
+    for name, old, new in (("cos_head.py", "SCALE = 1.0", "SCALE = 0.5"), ("tail_scale.py", "1.0 *", "0.5 *")):
+        edit(folder / name, old, new)
+        keys.append(planned(REPO, ["two-file-plugin"], [folder])["two-file-plugin"]["keys"][0])
+    assert len(set(keys)) == 3, keys
+    assert sorted(p.name for p in folder.iterdir()) == sorted(SPLIT_PLUGIN)

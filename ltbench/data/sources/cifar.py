@@ -2,7 +2,6 @@
 folders."""
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from ...errors import DataError
 from ...registry import register_dataset
 from ..base import ArraySplit, Augment, Sources
 from .common import _TorchvisionSource, _one_line
-from .image_folders import _decode_images, _list_images, _read_cache, _write_cache, cache_candidates
+from .image_folders import _decode_images, _list_images, _read_cache, _write_cache, cache_candidates, listing_key
 
 
 def _numpy_global(module: str, name: str):
@@ -165,8 +164,7 @@ class _Cifar(_TorchvisionSource):
         if listing["test"][2] != classes:
             raise DataError(f"{folder}: train/ and test/ hold different class folders; "
                             f"{self.how_to_get()}")
-        key = hashlib.sha1("\n".join(str(p.relative_to(folder)) for split in listing.values()
-                                     for p in split[0]).encode()).hexdigest()
+        key = listing_key(folder, [path for files, _, _ in listing.values() for path in files])
         places = cache_candidates(self.name, folder)
         cached = _read_cache(places, key)
         if cached:

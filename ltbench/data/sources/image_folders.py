@@ -27,6 +27,21 @@ def _list_images(split_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     return files, np.asarray(labels, np.int64), classes
 
 
+def listing_key(folder: Path, files: list[Path]) -> str:
+    """What the decoded arrays of ``files`` are cached under: each file's path (relative to ``folder``), size
+    and modification time, one stat per file (as the split-list fingerprint, data/base.py): an image replaced
+    under the same name is decoded again, and the data fingerprint that goes into the stage keys (a hash of
+    the decoded pixels) changes with it. A replacement of the same size whose mtime was set back is not seen."""
+    sha = hashlib.sha1(b"ltbench image folders: path, size, mtime_ns\n")
+    for path in files:
+        try:
+            info = path.stat()
+        except OSError as exc:  # removed or made unreadable since the folder was listed
+            raise DataError(f"{path}: cannot read ({_one_line(exc)}); delete or replace it") from exc
+        sha.update(f"{path.relative_to(folder).as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return sha.hexdigest()
+
+
 def _decode_images(files: list[Path], size: int) -> np.ndarray:
     """Decode image files to uint8 [N, size, size, 3] (once: the result is cached as .npz).
 
@@ -66,7 +81,7 @@ def cache_candidates(name: str, folder: Path) -> list[Path]:
 
 
 def _read_cache(paths: list[Path], key: str) -> tuple[Path, dict] | None:
-    """The first cache file made from exactly this file listing (a changed folder is decoded again)."""
+    """The first cache file made from exactly this listing (``listing_key``: a changed file is decoded again)."""
     for path in paths:
         if path.is_file():
             try:
