@@ -237,6 +237,20 @@ def test_every_step_of_an_epoch_runs_at_that_epochs_rate(monkeypatch):
     assert [e for e, _ in seen] == [e for e in range(4) for _ in range(steps)]
 
 
+@pytest.mark.parametrize("images, batch, expected", [(483, 32, [32] * 15), (31, 32, [31]), (64, 32, [32, 32])])
+def test_a_training_epoch_takes_whole_batches_only(images, batch, expected):
+    """The references drop a short last batch (BagofTricks-LT drop_last=True; classifier-balancing int(len / batch)
+    steps); a data set smaller than one batch keeps its one short batch."""
+    from ltbench.data.base import ArraySplit
+    from ltbench.data.loaders import TensorLoader
+
+    split = ArraySplit(np.zeros((images, 8, 8, 1), dtype=np.uint8), np.arange(images) % 4)
+    loader = TensorLoader(split, 4, (0.5,), (0.5,), Augment(), torch.device("cpu"))
+    for kind in ("instance", "class-balanced"):
+        sizes = [len(b["y"]) for b in loader.epoch(kind, torch.Generator().manual_seed(0), batch)]
+        assert sizes == expected and loader.num_batches(batch) == len(expected)
+
+
 def test_schedule_lengths():
     optim = Optim(epochs=200, lr=0.1, batch_size=128, weight_decay=2e-4, warmup_epochs=5, milestones=(160, 180),
                   gamma=0.01)

@@ -18,6 +18,13 @@ from .base import ArraySplit, Augment, FileSplit
 from .samplers import IndexStream
 
 
+def training_batches(images: int, batch_size: int) -> int:
+    """Batches of a training epoch: whole ones only, as the references' loaders (BagofTricks-LT main/train.py:210-217
+    ``drop_last=True``; classifier-balancing ends each epoch after ``int(len(train) / batch)`` steps,
+    run_networks.py:57-63, 263-266), but one short batch where the data holds less than one."""
+    return max(1, images // batch_size)
+
+
 def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     """Each DDP rank takes every world-th index of the shared stream (padded to equal length)."""
     if world == 1:
@@ -41,7 +48,7 @@ class TensorLoader:
         return len(self.labels)
 
     def num_batches(self, batch_size: int, world: int = 1) -> int:
-        return -(-(-(-len(self) // world)) // batch_size)
+        return training_batches(len(self), batch_size * world)
 
     def epoch(self, kind: str, generator: torch.Generator, batch_size: int, progress: float = 0.0,
               rank: int = 0, world: int = 1, start_batch: int = 0):
@@ -56,8 +63,8 @@ class TensorLoader:
         """
         indices = self.stream.epoch(kind, generator, progress)
         step = batch_size * world
-        for number, start in enumerate(range(0, len(indices), step)):
-            idx = indices[start:start + step]
+        for number in range(self.num_batches(batch_size, world)):  # a short last batch is dropped
+            idx = indices[number * step:(number + 1) * step]
             images = random_crop_flip(self.images[idx], self.augment, generator)
             if number < start_batch:
                 continue
@@ -165,7 +172,7 @@ class FileLoader:
         return len(self.labels)
 
     def num_batches(self, batch_size: int, world: int = 1) -> int:
-        return -(-(-(-len(self) // world)) // batch_size)
+        return training_batches(-(-len(self) // world), batch_size)  # of each rank's shard
 
     def _loader(self, train: bool, batch_size: int):
         key = (train, batch_size)
@@ -196,7 +203,7 @@ class FileLoader:
               rank: int = 0, world: int = 1, start_batch: int = 0):
         loader, sampler = self._loader(True, batch_size)
         indices = shard(self.stream.epoch(kind, generator, progress).cpu(), rank, world)
-        sampler.indices = indices[start_batch * batch_size:].tolist()
+        sampler.indices = indices[start_batch * batch_size:self.num_batches(batch_size, world) * batch_size].tolist()
         yield from self._iterate(loader)
 
     def batches(self, batch_size: int, rank: int = 0, world: int = 1):
