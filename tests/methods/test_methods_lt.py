@@ -149,6 +149,42 @@ def test_mixup_with_alpha_0_is_the_identity_and_otherwise_mixes_pairs():
     torch.testing.assert_close(mixed["x"], lam * x + (1 - lam) * x[perm])
 
 
+def mislas_adjust_learning_rate(epoch: int, lr: float, warmup: int = 5, decays: tuple = (160, 180)) -> float:
+    """dvlab-research/MiSLAS train_stage1.py:433-451 (commit 0fc381e), cos False, re-typed: called once at the
+    start of every epoch with the epoch index from 0 (:233-237); ``warmup`` and ``decays`` are its hard-coded
+    5, 160 and 180 (parameters here so the cpu recipe's lengths can be checked in the same shape)."""
+    epoch = epoch + 1
+    if epoch <= warmup:
+        return lr * epoch / warmup
+    if epoch > decays[1]:
+        return lr * 0.01
+    if epoch > decays[0]:
+        return lr * 0.1
+    return lr
+
+
+def test_mixup_stage_1_runs_mislas_own_schedule():
+    """MiSLAS' stage 1, not BagofTricks-LT's: plain SGD, warm-up lr * (e + 1) / 5, x0.1 after 160 and again after
+    180 (#28 item 6); mislas and mixup keep one shared stage 1."""
+    optim = create_method("mixup").stages(get_recipe("paper"))[0].optim
+    # config/cifar10/cifar10_imb001_stage1_mixup.yaml:39-43 and train_stage1.py:227-231 (no nesterov)
+    assert (optim.epochs, optim.lr, optim.batch_size, optim.weight_decay, optim.momentum, optim.nesterov) == \
+        (200, 0.1, 128, 2e-4, 0.9, False)
+    expected = [mislas_adjust_learning_rate(e, 0.1) for e in range(200)]
+    assert [optim.lr_at(e) for e in range(200)] == pytest.approx(expected, rel=1e-12, abs=0)
+    assert [optim.lr_at(e) for e in (0, 4, 159, 160, 179, 180)] == pytest.approx([0.02, 0.1, 0.1, 0.01, 0.01, 0.001])
+    cpu = create_method("mixup").stages(get_recipe("cpu"))[0].optim  # the cpu recipe's lengths, MiSLAS' shape
+    assert not cpu.nesterov and cpu.epochs == 30
+    assert [cpu.lr_at(e) for e in range(30)] == pytest.approx(
+        [mislas_adjust_learning_rate(e, 0.1, warmup=2, decays=(24, 28)) for e in range(30)], rel=1e-12, abs=0)
+    tiny = create_method("mixup").stages(get_recipe("tiny"))[0].optim
+    assert [tiny.lr_at(e) for e in range(30)] == pytest.approx(
+        [mislas_adjust_learning_rate(e, 0.025, warmup=2, decays=(24, 28)) for e in range(30)], rel=1e-12, abs=0)
+    assert create_method("mislas").stages(get_recipe("paper"))[0] == create_method("mixup").stages(get_recipe("paper"))[0]
+    assert create_method("mixup").stages(get_recipe("paper"))[0].optim != get_recipe("paper").stage1  # its own key
+    assert create_method("mixup").stages(get_recipe("imagenet"))[0].optim == get_recipe("imagenet").stage1
+
+
 def test_mislas_trains_stage_1_with_mixups_hooks_and_stage_2_with_label_aware_smoothing():
     mislas = create_method("mislas")
     stage1, stage2 = mislas.stages(get_recipe("paper"))
