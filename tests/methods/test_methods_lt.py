@@ -68,6 +68,45 @@ def test_class_balanced_weights_are_the_effective_number_rule():
     torch.testing.assert_close(sigmoid_focal(out.logits, batch["y"], torch.ones(4), 0.0), bce.sum() / len(batch["y"]))
 
 
+def test_cb_and_drw_take_bagoftricks_configs_per_data_set(monkeypatch):
+    """#28 item 5: beta 0.9 on CIFAR-100-LT (cbce, drw + cbce), 0.9999 on CIFAR-10-LT; ClassBalanceFocal's (beta,
+    gamma) per data set and IF (configs/cao_cifar/re_weighting/cbfocal/*.yaml); an option the user sets wins; the
+    resolved value is the method's option, hence its stage's, its key's and config.json's."""
+    from ltbench.config import RunConfig
+    from ltbench.engine.plan import plan_run
+    from ltbench.engine.run_folder import resolved_config
+    from ltbench.methods.drw import CBCE_BETA
+
+    def options(name, dataset, imbalance=100.0, **given):
+        return create_method(name, given, dataset=dataset, imbalance=imbalance).options
+
+    assert options("cb", "cifar100-lt")["beta"] == 0.9 and options("cb", "cifar100-lt", 50.0)["beta"] == 0.9
+    assert options("cb", "cifar10-lt")["beta"] == 0.9999 and options("cb", "cifar10-lt", 50.0)["beta"] == 0.9999
+    assert create_method("cb", dataset="cifar100-lt", imbalance=100.0).stages(get_recipe("paper"))[0].opts["beta"] == 0.9
+    focal = lambda dataset, imbalance: tuple(options("cb", dataset, imbalance, loss="focal")[k] for k in ("beta", "gamma"))  # noqa: E731
+    assert focal("cifar10-lt", 100.0) == (0.9999, 1.0) and focal("cifar10-lt", 50.0) == (0.9999, 2.0)
+    assert focal("cifar100-lt", 100.0) == (0.9, 1.0) and focal("cifar100-lt", 50.0) == (0.99, 1.0)
+    assert focal("cifar100-lt", 10.0) == (0.99, 1.0) and focal("cifar100-lt", 200.0) == (0.9, 1.0)  # nearest IF
+    assert focal("digits-lt", 20.0) == (0.9999, 1.0) and create_method("cb").options["gamma"] == 1.0
+    assert options("cb", "cifar100-lt", beta="0.5")["beta"] == 0.5  # -o wins
+    assert options("drw", "cifar100-lt")["beta"] == 0.9 and options("drw", "cifar10-lt")["beta"] == 0.9999
+    assert options("drw", "imagenet-lt", None)["beta"] == 0.9999
+    assert options("ldam-drw", "cifar100-lt")["beta"] == 0.9999  # LDAM-DRW's and BagofTricks-LT's LDAM: 0.9999
+
+    def planned(**given):
+        return plan_run(RunConfig(method="cb", method_options=given, dataset="digits-lt", recipe="smoke",
+                                  precision="fp32", device="cpu"))
+
+    default = planned()
+    monkeypatch.setitem(CBCE_BETA, ("digits-lt", 20), 0.9)  # digits-lt as a CIFAR-100-like setting
+    resolved, explicit = planned(), planned(beta=0.9)
+    assert resolved.method.options["beta"] == 0.9 and resolved.stages[0].opts["beta"] == 0.9
+    assert resolved.keys == explicit.keys != default.keys and resolved.run_key == explicit.run_key
+    config = resolved_config(resolved, "probe")
+    assert config["method_options"]["beta"] == 0.9 and config["method_defaults"]["beta"] == 0.9
+    assert config["stages"][0]["options"]["beta"] == 0.9
+
+
 def test_drw_weights_start_at_the_first_lr_decay_of_each_recipe():
     drw = create_method("drw")
     assert state_for(drw).stage.opts["defer_epoch"] == 160  # epoch 160 of 200, LDAM-DRW
