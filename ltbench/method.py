@@ -106,6 +106,20 @@ class Method:
     def option_range(cls, key: str) -> Range | None:
         return Range.of(cls.ranges[key]) if key in cls.ranges else None
 
+    @classmethod
+    def dataset_defaults(cls, dataset: str, imbalance: float | None, options: dict) -> dict:
+        """Defaults that follow the reference's configuration of one data set, where the reference configures
+        an option per data set (BagofTricks-LT's cb beta: 0.9 on CIFAR-100-LT, 0.9999 on CIFAR-10-LT): option ->
+        value, given the data set, its imbalance factor and the options set by the user (``options``, which
+        always win). ``create_method(..., dataset=...)`` applies them, so the method's ``options``, its stage keys
+        and the run's config.json hold the resolved values. None by default ({})."""
+        return {}
+
+    @classmethod
+    def defaults_for(cls, dataset: str, imbalance: float | None, options: dict | None = None) -> dict:
+        """``defaults`` with the data set's ``dataset_defaults`` over them (what config.json records)."""
+        return {**cls.defaults, **cls.dataset_defaults(dataset, imbalance, dict(options or {}))}
+
     # declaration -----------------------------------------------------------------------------------
     def stages(self, recipe: Recipe) -> list[Stage]:
         raise NotImplementedError

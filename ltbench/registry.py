@@ -195,7 +195,12 @@ def load_methods(plugin_dirs: list[str | Path] | None = None) -> Registry:
     return METHODS
 
 
-def create_method(name: str, options: dict | None = None, plugins=None) -> "Method":
+def create_method(name: str, options: dict | None = None, plugins=None, dataset: str | None = None,
+                  imbalance: float | None = None) -> "Method":
     """The method ``name`` with ``options`` (checked by the method), after loading the built-in methods, entry
-    points and ``plugins`` (folders or .py files)."""
-    return load_methods(plugins).get(name).obj(**(options or {}))
+    points and ``plugins`` (folders or .py files). With ``dataset`` (and its ``imbalance``), the options not in
+    ``options`` take the method's ``dataset_defaults`` for it where it has any (else its ``defaults``)."""
+    cls = load_methods(plugins).get(name).obj
+    given = dict(options or {})
+    per_dataset = cls.dataset_defaults(dataset, imbalance, given) if dataset is not None else {}
+    return cls(**{**per_dataset, **given})

@@ -3,13 +3,24 @@ sum to the number of classes, from the first epoch (BagofTricks-LT lib/loss/loss
 26-28). ``loss=softmax``: weighted CE, the weighted mean of F.cross_entropy (ClassBalanceCE, loss_base.py:25);
 ``loss=focal``: sigmoid focal loss, sum over classes of BCE * (1 - p_t)^gamma times w_y, summed and divided by
 the batch size (ClassBalanceFocal, class_balanced_loss.py:67-79), as richardaecn/class-balanced-loss.
-beta 0.9999 (LDAM-DRW's "Reweight" rule, cifar_train.py:199-205; BagofTricks-LT's default is 0.999), gamma 0.5
-(BagofTricks-LT lib/config/default.py, LOSS.ClassBalanceFocal.GAMMA)."""
+
+beta and gamma per data set, as the BagofTricks-LT configs behind its ClassBalanceCE and ClassBalanceFocal rows
+(configs/cao_cifar/re_weighting/{cbce,cbfocal}/<dataset>_im<IF>.yaml at commit ce7859a): softmax beta 0.9 on
+CIFAR-100-LT and 0.9999 on CIFAR-10-LT (``CBCE_BETA``, as drw); focal (beta, gamma) by data set and imbalance
+factor (``CBFOCAL``): CIFAR-10-LT IF 100 (0.9999, 1.0), IF 50 (0.9999, 2.0); CIFAR-100-LT IF 100 (0.9, 1.0), IF 50
+(0.99, 1.0); another imbalance factor takes the nearest configured one (log scale). Other data sets: the class
+defaults, CIFAR-10-LT IF 100's (beta 0.9999, LDAM-DRW's "Reweight" rule too, cifar_train.py:199-205; gamma 1.0).
+BagofTricks-LT's lib/config/default.py values (beta 0.999, gamma 0.5) are in none of its configs' results."""
 import torch
 from torch.nn import functional as F
 
 from ltbench import register_method
-from ltbench.methods.drw import DeferredReweighting
+from ltbench.methods.drw import CBCE_BETA, DeferredReweighting, reference_config
+
+# LOSS.ClassBalanceFocal BETA and GAMMA, re_weighting/cbfocal/<dataset>_im<IF>.yaml lines 29-30 (27-28 in
+# cifar10_im50.yaml), BagofTricks-LT commit ce7859a: (ltbench data set, imbalance factor) -> (beta, gamma)
+CBFOCAL = {("cifar10-lt", 100): (0.9999, 1.0), ("cifar10-lt", 50): (0.9999, 2.0),
+           ("cifar100-lt", 100): (0.9, 1.0), ("cifar100-lt", 50): (0.99, 1.0)}
 
 
 def sigmoid_focal(logits, labels, weights, gamma):
@@ -25,12 +36,24 @@ def sigmoid_focal(logits, labels, weights, gamma):
                  "focal loss (Cui et al. 2019)")
 class ClassBalanced(DeferredReweighting):
     reference = "zhangyongshun/BagofTricks-LT lib/loss/loss_impl/class_balanced_loss.py"
-    defaults = {"beta": 0.9999, "loss": "softmax", "gamma": 0.5}
+    defaults = {"beta": 0.9999, "loss": "softmax", "gamma": 1.0}
     choices = {"loss": ("softmax", "focal")}
     ranges = {"beta": (0, 1, "[)"), "gamma": (0, 10)}
-    help = {"beta": "effective-number beta (0: no re-weighting; -> 1: inverse class frequency)",
+    help = {"beta": "effective-number beta (0: no re-weighting; -> 1: inverse class frequency); default per data "
+                    "set as BagofTricks-LT's configs: softmax 0.9 on cifar100-lt, 0.9999 on cifar10-lt; focal "
+                    "cifar100-lt 0.9 (IF 100) / 0.99 (IF 50), cifar10-lt 0.9999; other data sets 0.9999; the run "
+                    "records the value used",
             "loss": "softmax: weighted cross-entropy; focal: weighted sigmoid focal loss",
-            "gamma": "focal loss's focusing parameter (loss=focal only)"}
+            "gamma": "focal loss's focusing parameter (loss=focal only); default per data set as BagofTricks-LT's "
+                     "cbfocal configs: 1.0, but 2.0 on cifar10-lt IF 50"}
+
+    @classmethod
+    def dataset_defaults(cls, dataset, imbalance, options):
+        if str(options.get("loss", cls.defaults["loss"])) == "focal":
+            config = reference_config(CBFOCAL, dataset, imbalance)
+            return {} if config is None else dict(zip(("beta", "gamma"), config))
+        beta = reference_config(CBCE_BETA, dataset, imbalance)
+        return {} if beta is None else {"beta": beta}
 
     def stages(self, recipe):
         o = self.options

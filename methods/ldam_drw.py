@@ -44,7 +44,14 @@ class LDAMDRW(DeferredReweighting):
     defaults = {"max_margin": 0.5, "scale": 30.0, "beta": 0.9999, "defer": 0.8}
     ranges = {"max_margin": (0, 10), "scale": (0, 1000, "(]"), "beta": (0, 1, "[)"), "defer": (0, 1, "[)")}
     help = {"max_margin": "margin of the smallest class (the others: n^-1/4 times it)",
-            "scale": "s: logits are s * cosine", **DeferredReweighting.help}
+            "scale": "s: logits are s * cosine", **DeferredReweighting.help,
+            "beta": "effective-number beta of the deferred weights (0.9999 on every data set)"}
+
+    @classmethod
+    def dataset_defaults(cls, dataset, imbalance, options):
+        # not drw's per-data-set beta: 0.9999 on CIFAR-10 and CIFAR-100 alike in LDAM-DRW (cifar_train.py:206-213)
+        # and in BagofTricks-LT's LDAM (lib/loss/loss_impl/ldam_loss.py:34-36 at ce7859a; its configs set no beta)
+        return {}
 
     def stages(self, recipe):
         o = self.options

@@ -130,6 +130,31 @@ def test_class_balanced_sampler_is_uniform_over_classes():
     assert torch.all((freq - expected).abs() < 0.015)
 
 
+def test_a_class_balanced_epoch_is_as_long_as_the_references_loops_make_it():
+    """#28 item 8 asked for Kang's ClassAwareSampler length (max count x classes: ClassAwareSampler.py:74, 81-82;
+    1.28 M draws on ImageNet-LT), but classifier-balancing's loop never draws it: it ends every epoch after
+    epoch_steps = int(len(train) / batch) steps (run_networks.py:57-63, 263-266, commit f162ade), and
+    BagofTricks-LT's class-balanced data set has len(train) items (lib/dataset/cao_cifar.py:256-257, drop_last=True
+    at main/train.py:210-217, commit ce7859a). So a class-balanced epoch stays len(train) draws on every recipe:
+    ceil(len / batch) steps here, one more (the short last batch) than the references' floor."""
+    from ltbench.data.loaders import TensorLoader
+
+    counts = lt_counts(1280, 1000, 256)  # an ImageNet-LT-like count vector: 1,280 down to 5 per class
+    labels = torch.from_numpy(np.repeat(np.arange(1000), counts))
+    n, batch = len(labels), get_recipe("imagenet").stage2.batch_size
+    assert batch == 512 and max(counts) * 1000 > 5 * n  # the sampler's own length would be 5x longer
+    assert len(IndexStream(labels, 1000).epoch("class-balanced", torch.Generator().manual_seed(0))) == n
+
+    class Sized:
+        __len__ = lambda self: n  # noqa: E731
+
+    steps = TensorLoader.num_batches(Sized(), batch)
+    assert steps == math.ceil(n / batch) and steps - 1 == int(n / batch)  # the references: int(n / batch)
+    for recipe in ("imagenet", "places", "inat", "paper", "cpu"):
+        assert TensorLoader.num_batches(Sized(), get_recipe(recipe).stage2.batch_size) == \
+            math.ceil(n / get_recipe(recipe).stage2.batch_size)
+
+
 def test_batched_crop_and_flip_are_exact():
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(1, 255, (64, 3, 8, 8), dtype=torch.uint8)

@@ -130,6 +130,9 @@ def plan_run(config: RunConfig, download: bool = False) -> Plan:
     data = build_data(config.dataset, config.data_root, config.imbalance, config.profile, config.subset_seed,
                       config.val_per_class, download)
     source = data.source
+    # options the reference sets per data set (cb's beta on CIFAR-100-LT) resolved now that the data set is known
+    method = create_method(config.method, config.method_options, config.plugins, dataset=config.dataset,
+                           imbalance=data.info.get("imbalance"))
     recipe = get_recipe(config.recipe or source.default_recipe)
     notices: list[str] = []  # plan-level facts, kept in config.json (plugin problems are warnings, printed apart)
     stage1 = scaled_optim(recipe.stage1, config.batch_size, config.lr, config.epochs, notices, "stage 1")

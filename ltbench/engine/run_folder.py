@@ -231,7 +231,9 @@ def resolved_config(plan: Plan, run_name: str, world: int = 1) -> dict:
     data_info = {k: v for k, v in plan.data.info.items() if k != "class_names"}
     config.update(
         run_name=run_name, run_key=plan.run_key, method_options=plan.method.options,
-        method_defaults=dict(type(plan.method).defaults),  # tables label changed options without importing it
+        # tables label changed options without importing it; the defaults on this data set (Method.dataset_defaults)
+        method_defaults=type(plan.method).defaults_for(plan.config.dataset, plan.data.info.get("imbalance"),
+                                                       plan.method.options),
         imbalance=plan.data.info.get("imbalance"), backbone=plan.backbone, recipe=plan.recipe_name,
         device=str(plan.device), precision=plan.precision, world_size=world, workers=resolved_workers(plan.config),
         stages=[{"name": s.name, "key": k, **s.spec()} for s, k in zip(plan.stages, plan.keys)],
@@ -289,7 +291,8 @@ def resume_config(config: RunConfig, explicit: set[str] | None = None) -> tuple[
             if explicit is None and not given:
                 continue
             method = saved.get("method", config.method)
-            given = create_method(method, given, config.plugins or saved.get("plugins")).options
+            given = create_method(method, given, config.plugins or saved.get("plugins"),
+                                  dataset=saved.get("dataset", config.dataset), imbalance=saved.get("imbalance")).options
         if given == kept or (name_ in RESOLVED_LATER and given == RESOLVED_LATER[name_]):
             continue
         differences.append(f"{name_} {given!r} (the run has {'the default' if kept is None else repr(kept)})")

@@ -68,6 +68,45 @@ def test_class_balanced_weights_are_the_effective_number_rule():
     torch.testing.assert_close(sigmoid_focal(out.logits, batch["y"], torch.ones(4), 0.0), bce.sum() / len(batch["y"]))
 
 
+def test_cb_and_drw_take_bagoftricks_configs_per_data_set(monkeypatch):
+    """#28 item 5: beta 0.9 on CIFAR-100-LT (cbce, drw + cbce), 0.9999 on CIFAR-10-LT; ClassBalanceFocal's (beta,
+    gamma) per data set and IF (configs/cao_cifar/re_weighting/cbfocal/*.yaml); an option the user sets wins; the
+    resolved value is the method's option, hence its stage's, its key's and config.json's."""
+    from ltbench.config import RunConfig
+    from ltbench.engine.plan import plan_run
+    from ltbench.engine.run_folder import resolved_config
+    from ltbench.methods.drw import CBCE_BETA
+
+    def options(name, dataset, imbalance=100.0, **given):
+        return create_method(name, given, dataset=dataset, imbalance=imbalance).options
+
+    assert options("cb", "cifar100-lt")["beta"] == 0.9 and options("cb", "cifar100-lt", 50.0)["beta"] == 0.9
+    assert options("cb", "cifar10-lt")["beta"] == 0.9999 and options("cb", "cifar10-lt", 50.0)["beta"] == 0.9999
+    assert create_method("cb", dataset="cifar100-lt", imbalance=100.0).stages(get_recipe("paper"))[0].opts["beta"] == 0.9
+    focal = lambda dataset, imbalance: tuple(options("cb", dataset, imbalance, loss="focal")[k] for k in ("beta", "gamma"))  # noqa: E731
+    assert focal("cifar10-lt", 100.0) == (0.9999, 1.0) and focal("cifar10-lt", 50.0) == (0.9999, 2.0)
+    assert focal("cifar100-lt", 100.0) == (0.9, 1.0) and focal("cifar100-lt", 50.0) == (0.99, 1.0)
+    assert focal("cifar100-lt", 10.0) == (0.99, 1.0) and focal("cifar100-lt", 200.0) == (0.9, 1.0)  # nearest IF
+    assert focal("digits-lt", 20.0) == (0.9999, 1.0) and create_method("cb").options["gamma"] == 1.0
+    assert options("cb", "cifar100-lt", beta="0.5")["beta"] == 0.5  # -o wins
+    assert options("drw", "cifar100-lt")["beta"] == 0.9 and options("drw", "cifar10-lt")["beta"] == 0.9999
+    assert options("drw", "imagenet-lt", None)["beta"] == 0.9999
+    assert options("ldam-drw", "cifar100-lt")["beta"] == 0.9999  # LDAM-DRW's and BagofTricks-LT's LDAM: 0.9999
+
+    def planned(**given):
+        return plan_run(RunConfig(method="cb", method_options=given, dataset="digits-lt", recipe="smoke",
+                                  precision="fp32", device="cpu"))
+
+    default = planned()
+    monkeypatch.setitem(CBCE_BETA, ("digits-lt", 20), 0.9)  # digits-lt as a CIFAR-100-like setting
+    resolved, explicit = planned(), planned(beta=0.9)
+    assert resolved.method.options["beta"] == 0.9 and resolved.stages[0].opts["beta"] == 0.9
+    assert resolved.keys == explicit.keys != default.keys and resolved.run_key == explicit.run_key
+    config = resolved_config(resolved, "probe")
+    assert config["method_options"]["beta"] == 0.9 and config["method_defaults"]["beta"] == 0.9
+    assert config["stages"][0]["options"]["beta"] == 0.9
+
+
 def test_drw_weights_start_at_the_first_lr_decay_of_each_recipe():
     drw = create_method("drw")
     assert state_for(drw).stage.opts["defer_epoch"] == 160  # epoch 160 of 200, LDAM-DRW
@@ -147,6 +186,42 @@ def test_mixup_with_alpha_0_is_the_identity_and_otherwise_mixes_pairs():
     lam, perm = float(np.random.beta(1.0, 1.0)), torch.randperm(6)
     assert mixed["lam"] == lam and torch.equal(mixed["y_b"], y[perm]) and torch.equal(mixed["y"], y)
     torch.testing.assert_close(mixed["x"], lam * x + (1 - lam) * x[perm])
+
+
+def mislas_adjust_learning_rate(epoch: int, lr: float, warmup: int = 5, decays: tuple = (160, 180)) -> float:
+    """dvlab-research/MiSLAS train_stage1.py:433-451 (commit 0fc381e), cos False, re-typed: called once at the
+    start of every epoch with the epoch index from 0 (:233-237); ``warmup`` and ``decays`` are its hard-coded
+    5, 160 and 180 (parameters here so the cpu recipe's lengths can be checked in the same shape)."""
+    epoch = epoch + 1
+    if epoch <= warmup:
+        return lr * epoch / warmup
+    if epoch > decays[1]:
+        return lr * 0.01
+    if epoch > decays[0]:
+        return lr * 0.1
+    return lr
+
+
+def test_mixup_stage_1_runs_mislas_own_schedule():
+    """MiSLAS' stage 1, not BagofTricks-LT's: plain SGD, warm-up lr * (e + 1) / 5, x0.1 after 160 and again after
+    180 (#28 item 6); mislas and mixup keep one shared stage 1."""
+    optim = create_method("mixup").stages(get_recipe("paper"))[0].optim
+    # config/cifar10/cifar10_imb001_stage1_mixup.yaml:39-43 and train_stage1.py:227-231 (no nesterov)
+    assert (optim.epochs, optim.lr, optim.batch_size, optim.weight_decay, optim.momentum, optim.nesterov) == \
+        (200, 0.1, 128, 2e-4, 0.9, False)
+    expected = [mislas_adjust_learning_rate(e, 0.1) for e in range(200)]
+    assert [optim.lr_at(e) for e in range(200)] == pytest.approx(expected, rel=1e-12, abs=0)
+    assert [optim.lr_at(e) for e in (0, 4, 159, 160, 179, 180)] == pytest.approx([0.02, 0.1, 0.1, 0.01, 0.01, 0.001])
+    cpu = create_method("mixup").stages(get_recipe("cpu"))[0].optim  # the cpu recipe's lengths, MiSLAS' shape
+    assert not cpu.nesterov and cpu.epochs == 30
+    assert [cpu.lr_at(e) for e in range(30)] == pytest.approx(
+        [mislas_adjust_learning_rate(e, 0.1, warmup=2, decays=(24, 28)) for e in range(30)], rel=1e-12, abs=0)
+    tiny = create_method("mixup").stages(get_recipe("tiny"))[0].optim
+    assert [tiny.lr_at(e) for e in range(30)] == pytest.approx(
+        [mislas_adjust_learning_rate(e, 0.025, warmup=2, decays=(24, 28)) for e in range(30)], rel=1e-12, abs=0)
+    assert create_method("mislas").stages(get_recipe("paper"))[0] == create_method("mixup").stages(get_recipe("paper"))[0]
+    assert create_method("mixup").stages(get_recipe("paper"))[0].optim != get_recipe("paper").stage1  # its own key
+    assert create_method("mixup").stages(get_recipe("imagenet"))[0].optim == get_recipe("imagenet").stage1
 
 
 def test_mislas_trains_stage_1_with_mixups_hooks_and_stage_2_with_label_aware_smoothing():

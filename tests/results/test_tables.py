@@ -82,6 +82,19 @@ def test_cpu_recipe_and_options_are_in_the_label(tmp_path):
     assert build_table(tmp_path, "paper", with_reference=True).references == 0  # cpu numbers: no paper rows
 
 
+def test_defaults_that_follow_the_data_set_label_each_setting_by_its_own(tmp_path):
+    """cb's beta is 0.9 on CIFAR-100-LT and 0.9999 on CIFAR-10-LT (Method.dataset_defaults, #28 item 5): each is
+    plain `cb` in its own column, and a changed value is still named."""
+    for seed in (0, 1):
+        make_run(tmp_path, f"cb-c10-{seed}", "cb", seed, options={"beta": 0.9999}, method_defaults={"beta": 0.9999})
+        make_run(tmp_path, f"cb-c100-{seed}", "cb", seed, dataset="cifar100-lt", options={"beta": 0.9},
+                 method_defaults={"beta": 0.9})
+    make_run(tmp_path, "cb-c100-other", "cb", 0, dataset="cifar100-lt", options={"beta": 0.99},
+             method_defaults={"beta": 0.9})
+    labels = load_runs(tmp_path).groupby("setting")["label"].apply(set).to_dict()
+    assert labels == {"CIFAR-10-LT IF100": {"cb"}, "CIFAR-100-LT IF100": {"cb", "cb[beta=0.99]"}}
+
+
 def test_references_only_where_the_setting_matches(cifar):
     make_run(cifar, "ce-cpu", "ce", recipe="cpu", imbalance=10.0)
     table = build_table(cifar, "paper", with_reference=True)
