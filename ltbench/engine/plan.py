@@ -42,7 +42,7 @@ class Plan:
         method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's; any
         other stage the method's ``stage_hooks(index)`` (itself, unless it is built from other methods' stages),
         by position as ``stage_code`` hashes them."""
-        return SHARED_HOOKS if self.stages[index].shared else self.method.stage_hooks(index)
+        return SHARED_HOOKS if self.stages[index].core_trained else self.method.stage_hooks(index)
 
     def test_transform(self, index: int):
         """``Method.test_logits`` after the final stage's training, when the method defines it."""
@@ -76,7 +76,7 @@ def stage_code(method: Method, stages: list[Stage]) -> list[str]:
     codes = []
     for index, stage in enumerate(stages):
         hooks = method.stage_hooks(index)
-        if stage.shared:
+        if stage.core_trained:
             codes.append(core_code())
         elif hooks is method:
             codes.append(f"{core_code()}+{own}")
@@ -154,7 +154,7 @@ def check_stages(method: Method, stages: list[Stage], data: DataBundle, dataset:
         raise ConfigError(f"method '{method.name}' defines post_stage, but none of its stages declares a post-hoc "
                           f"step, so it would never run: add post=\"<name>\" to the Stage it follows, e.g. "
                           f"Stage(\"adjust\", trainable=\"none\", post=\"adjust\")")
-    if type(method).test_logits is not Method.test_logits and stages[-1].shared:
+    if type(method).test_logits is not Method.test_logits and stages[-1].core_trained:
         raise ConfigError(f"method '{method.name}' transforms the test logits (test_logits), which belong to its final "
                           f"stage, but that is the shared CE stage: add a stage of its own after it, e.g. "
                           f"Stage(\"adjust\", trainable=\"none\")")

@@ -104,7 +104,7 @@ def build_trainer(plan: Plan, reporter: Reporter, dist: Distributed | None = Non
     info = DataInfo(data.num_classes, torch.as_tensor(data.class_counts, device=device),
                     torch.as_tensor(shot_groups(data.class_counts), device=device), device)
     model = build_stage_model(plan.method, plan.backbone, data.source.channels, info, config.seed, config.pretrained,
-                              config.compile, first_stage_shared=plan.stages[0].shared)
+                              config.compile, first_stage_core_trained=plan.stages[0].core_trained)
     return Trainer(model, info, loaders, plan.precision, eval_batch_size=config.eval_batch_size, dist=dist, stop=stop,
                    reporter=reporter, stages_total=len(plan.stages), names=(plan.method.name, config.dataset))
 

@@ -59,13 +59,13 @@ def seed_everything(seed: int) -> None:
 
 
 def build_stage_model(method: Method, backbone: str, in_chans: int, info: DataInfo, seed: int,
-                      pretrained: bool = False, compile: bool = False, first_stage_shared: bool = False) -> LTModel:
+                      pretrained: bool = False, compile: bool = False, first_stage_core_trained: bool = False) -> LTModel:
     """The run's model: seeded, the method's classifier and ``setup``, on the device, channels_last."""
     seed_everything(seed)
     model = build_model(backbone, info.num_classes, in_chans, pretrained)
     head = method.classifier(model.backbone.num_features, info.num_classes)
     if head is not None:
-        if first_stage_shared:  # the shared stage is CE's, with the backbone's linear classifier
+        if first_stage_core_trained:  # the shared stage is CE's, with the backbone's linear classifier
             raise ConfigError(f"method '{method.name}' replaces the classifier (Method.classifier), but its "
                               f"first stage is the shared CE stage, which keeps it: give it a stage of its own")
         model.replace_classifier(head)
@@ -125,7 +125,7 @@ class Trainer:
         ``seed`` (``Plan.seeds``), so a stage starts the same whether earlier stages were trained, reused or resumed. ``recorder`` (the runner)
         logs each epoch and saves checkpoints; without one (benchmarks, tests) nothing is written."""
         stage, index = state.stage, state.stage_index
-        if stage.shared and len(self.model.extras):  # they would land in the artifact every CE run reuses
+        if stage.core_trained and len(self.model.extras):  # they would land in the artifact every CE run reuses
             raise ConfigError(f"method '{self.method_name}' adds {', '.join(self.model.extras)} to the model before "
                               f"the shared CE stage '{stage.name}': add them in on_stage_start of the stage that "
                               f"uses them (as LWS does)")
