@@ -157,8 +157,8 @@ class Method:
 
     def test_logits(self, logits: torch.Tensor, data: DataInfo) -> torch.Tensor:
         """Test-time transform of the logits of the final stage (post-hoc logit adjustment), applied to every
-        evaluation after that stage's training (and after its artifact is saved): never part of a stored
-        stage, and refused when the final stage is the shared CE stage."""
+        evaluation after that stage's training and post-hoc step (``post_stage`` tunes on the untransformed
+        logits): never part of a stored stage, and refused when the final stage is the shared CE stage."""
         return logits
 
     def on_stage_start(self, state: StageState) -> None:
@@ -179,7 +179,8 @@ class Method:
     def post_stage(self, state: StageState) -> dict:
         """The post-hoc step of each stage that declares one (``Stage(post=...)``), run after that stage's
         training and after its artifact is saved (or loaded), so it never changes a shared artifact; e.g.
-        tau-norm picks tau on validation data. Returns facts to record in metrics.json."""
+        tau-norm picks tau on validation data (``state.evaluate`` gives the logits before ``test_logits``, which
+        applies only after this step). Returns facts to record in metrics.json."""
         return {}
 
     def tunes_on_validation(self) -> bool:

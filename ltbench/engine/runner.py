@@ -178,11 +178,11 @@ class StageRunner:
                         record = self._train(state, key, hooks, resume)
                         record["metrics"] = self._stage_metrics()  # exactly what training produced: post-hoc after
                         self.cache.save(key, stage, trainer.model, hooks, record["metrics"], record["seconds"])
+            if stage.post:  # the stage's own post-hoc step, never part of an artifact; it tunes on the model's
+                record["post"] = plan.method.post_stage(state) or {}  # logits, before test_logits applies
             transform = plan.test_transform(index)
             if transform is not None:  # the final model's logits from here on, never an artifact's
                 trainer.logit_transform, self.last_test = transform, None
-            if stage.post:  # the stage's own post-hoc step, never part of an artifact
-                record["post"] = plan.method.post_stage(state) or {}
             if stage.post or not stage.cached or transform is not None:
                 record["metrics"] = self._stage_metrics()
             if self.folder.scalars is not None:

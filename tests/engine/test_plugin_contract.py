@@ -3,8 +3,10 @@
 and no hook of a method (``setup`` included) can change the shared CE stage that other runs reuse."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ltbench.config import RunConfig
@@ -108,3 +110,35 @@ def test_dasl_with_a_shared_stage_1_plans_fine():
     plan = plan_run(RunConfig(method="dasl", method_options={"use_in": "stage2"}, recipe="smoke", precision="fp32",
                               device="cpu"))
     assert plan.stages[0].core_trained
+
+
+SHIFT_PLUGIN = '''
+import torch
+from ltbench import Method, Stage, register_method
+
+
+@register_method("shift-tuner")
+class ShiftTuner(Method):
+    """test_logits adds a large shift; post_stage (a tuner) reads the validation logits."""
+    def stages(self, recipe):
+        return [recipe.representation(), Stage("tune", trainable="none", post="tune")]
+
+    def post_stage(self, state):
+        logits, labels, _ = state.evaluate("val")
+        return {"val_max": float(logits.max())}
+
+    def test_logits(self, logits, data):
+        return logits + 1000.0
+'''
+
+
+def test_post_stage_sees_the_logits_before_the_methods_test_logits(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "shift.py").write_text(SHIFT_PLUGIN)
+    result = invoke("run", "--method", "shift-tuner", "--plugins", tmp_path / "plugins", *FAST,
+                    "--results", tmp_path / "out", "--run-name", "shift")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "out" / "runs" / "shift"
+    post = json.loads((run / "metrics.json").read_text())["stages"][-1]["post"]
+    assert post["val_max"] < 500, "the validation logits post_stage tunes on carry no test-time shift"
+    assert np.load(run / "test_logits.npz")["logits"].min() > 500, "the test logits do"
