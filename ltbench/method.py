@@ -117,7 +117,10 @@ class Method:
         return self
 
     def setup(self, model: LTModel, data: DataInfo) -> None:
-        """Add extra modules to ``model.extras`` before any stage runs (or is loaded from cache)."""
+        """Prepare the model for the method's own stages (add modules to ``model.extras``, say), once, with torch
+        seeded with the run's seed: before stage 1 when that is the method's own, else after the shared CE
+        stage is trained or loaded and before the method's first own stage, so it never changes what other
+        runs reuse."""
 
     def feature_maps(self, stage: Stage):
         """Which stage maps the loss needs (timm ``indices``), or None."""

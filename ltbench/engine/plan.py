@@ -44,6 +44,13 @@ class Plan:
         by position as ``stage_code`` hashes them."""
         return SHARED_HOOKS if self.stages[index].core_trained else self.method.stage_hooks(index)
 
+    def setup_index(self) -> int | None:
+        """Where ``Method.setup`` runs when the run opens with core-trained stages: before the first stage the
+        method's hooks train (None: there is none, or stage 1 is the method's, so setup runs at model build)."""
+        if not self.stages[0].core_trained:
+            return None
+        return next((index for index, stage in enumerate(self.stages) if not stage.core_trained), None)
+
     def test_transform(self, index: int):
         """``Method.test_logits`` after the final stage's training, when the method defines it."""
         if index != len(self.stages) - 1 or type(self.method).test_logits is Method.test_logits:

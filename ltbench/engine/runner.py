@@ -95,7 +95,7 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
 
 def build_trainer(plan: Plan, reporter: Reporter, dist: Distributed | None = None,
                   stop: GracefulStop | None = None) -> Trainer:
-    """The plan's loaders and model (seeded, set up by the method) in a Trainer."""
+    """The plan's loaders and model (seeded; set up by the method unless stage 1 is core-trained) in a Trainer."""
     from ..data.longtail import shot_groups
 
     config, data, device = plan.config, plan.data, plan.device
@@ -159,6 +159,8 @@ class StageRunner:
             label = f"stage {index + 1} ({stage.name})"
             if trainer.stop_agreed():
                 raise self.interrupted(f"before {label}")
+            if index == plan.setup_index():  # the shared stages are done (trained, loaded or resumed past)
+                trainer.setup_method(plan.method, plan.config.seed)
             hooks = plan.hooks(index)
             state = trainer.begin_stage(index, stage, hooks)  # before anything is loaded: methods add extras (LWS)
             if index < resume_index:  # finished before the checkpoint, which holds its weights and state

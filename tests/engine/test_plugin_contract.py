@@ -142,3 +142,70 @@ def test_post_stage_sees_the_logits_before_the_methods_test_logits(tmp_path):
     post = json.loads((run / "metrics.json").read_text())["stages"][-1]["post"]
     assert post["val_max"] < 500, "the validation logits post_stage tunes on carry no test-time shift"
     assert np.load(run / "test_logits.npz")["logits"].min() > 500, "the test logits do"
+
+
+SETUP_PROBES = '''
+import torch
+from ltbench import Method, register_method
+
+
+class CRTLike(Method):
+    def stages(self, recipe):
+        return [recipe.representation(), recipe.classifier()]
+
+
+@register_method("halve-weights")
+class HalveWeights(CRTLike):
+    """A setup meant for its own stage 2 that, run before stage 1, would change the shared CE stage."""
+    @torch.no_grad()
+    def setup(self, model, data):
+        for p in model.parameters():
+            p.mul_(0.5)
+
+
+@register_method("slow-bn")
+class SlowBN(CRTLike):
+    """BatchNorm momentum 0.01, a natural wish for one's own stage 2."""
+    def setup(self, model, data):
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.01
+'''
+
+
+def run(out: Path, method: str, *extra) -> dict:
+    result = invoke("run", "--method", method, *FAST, "--results", out, "--run-name", method, *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "runs" / method / "metrics.json").read_text())
+
+
+def logits_of(out: Path, name: str) -> np.ndarray:
+    return np.load(out / "runs" / name / "test_logits.npz")["logits"]
+
+
+@pytest.fixture(scope="module")
+def ce_alone(tmp_path_factory) -> np.ndarray:
+    out = tmp_path_factory.mktemp("ce-alone")
+    run(out, "ce")
+    return logits_of(out, "ce")
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("probes")
+    (folder / "probes.py").write_text(SETUP_PROBES)
+    return folder
+
+
+@pytest.mark.parametrize("probe", ["halve-weights", "slow-bn"])
+def test_a_methods_setup_cannot_change_the_shared_stage(tmp_path, ce_alone, probes, probe):
+    """#28 item 2: setup runs after the shared stage (trained or loaded on a model no method touched), before
+    the method's own first stage; a later `ce` in the same results folder reuses an artifact equal to its own."""
+    first = run(tmp_path / "out", probe, "--plugins", probes)
+    assert not first["stages"][0]["reused"]
+    ce = run(tmp_path / "out", "ce")
+    assert ce["stages"][0]["reused"] and ce["stages"][0]["key"] == first["stages"][0]["key"]
+    np.testing.assert_array_equal(logits_of(tmp_path / "out", "ce"), ce_alone)
+    if probe == "halve-weights":  # and the setup still shapes the method's own stage
+        run(tmp_path / "out", "crt")
+        assert not np.array_equal(logits_of(tmp_path / "out", probe), logits_of(tmp_path / "out", "crt"))
