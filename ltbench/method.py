@@ -131,7 +131,10 @@ class Method:
         return self
 
     def setup(self, model: LTModel, data: DataInfo) -> None:
-        """Add extra modules to ``model.extras`` before any stage runs (or is loaded from cache)."""
+        """Prepare the model for the method's own stages (add modules to ``model.extras``, say), once, with torch
+        seeded with the run's seed: before stage 1 when that is the method's own, else after the shared CE
+        stage is trained or loaded and before the method's first own stage, so it never changes what other
+        runs reuse."""
 
     def feature_maps(self, stage: Stage):
         """Which stage maps the loss needs (timm ``indices``), or None."""
@@ -171,8 +174,8 @@ class Method:
 
     def test_logits(self, logits: torch.Tensor, data: DataInfo) -> torch.Tensor:
         """Test-time transform of the logits of the final stage (post-hoc logit adjustment), applied to every
-        evaluation after that stage's training (and after its artifact is saved): never part of a stored
-        stage, and refused when the final stage is the shared CE stage."""
+        evaluation after that stage's training and post-hoc step (``post_stage`` tunes on the untransformed
+        logits): never part of a stored stage, and refused when the final stage is the shared CE stage."""
         return logits
 
     def on_stage_start(self, state: StageState) -> None:
@@ -193,7 +196,8 @@ class Method:
     def post_stage(self, state: StageState) -> dict:
         """The post-hoc step of each stage that declares one (``Stage(post=...)``), run after that stage's
         training and after its artifact is saved (or loaded), so it never changes a shared artifact; e.g.
-        tau-norm picks tau on validation data. Returns facts to record in metrics.json."""
+        tau-norm picks tau on validation data (``state.evaluate`` gives the logits before ``test_logits``, which
+        applies only after this step). Returns facts to record in metrics.json."""
         return {}
 
     def tunes_on_validation(self) -> bool:

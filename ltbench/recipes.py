@@ -89,7 +89,9 @@ class Stage:
     reinit_classifier: bool = False
     post: str | None = None  # name of the post-hoc step (``Method.post_stage``) run after this stage's training
     bn: str = "frozen"  # stages with a frozen backbone: "train" re-estimates its BN statistics, "frozen" keeps them
-    shared: bool = False  # the plain CE stage 1 (``Recipe.representation()``): trained by the core's hooks alone
+    # trained by the core's hooks (base ``Method``), never the method's: the plain CE stage 1 of
+    # ``Recipe.representation()`` that decoupled methods share (its key in ``spec()``: "shared", as before)
+    core_trained: bool = False
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
@@ -117,6 +119,8 @@ class Stage:
     def spec(self) -> dict:
         spec = dataclasses.asdict(self)
         spec["options"] = {k: v for k, v in self.options}
+        # renamed from ``shared``; the stage keys of existing artifacts hashed that name, so the spec keeps it
+        spec["shared"] = spec.pop("core_trained")
         # a removed field that nothing read; the stage keys of existing artifacts hashed it, so it stays here
         spec["intermediates"] = False
         return spec
@@ -135,9 +139,10 @@ class Recipe:
 
     def representation(self, loss: str = "ce", **options) -> Stage:
         """The plain stage 1 shared by every decoupled method (same spec, same key, trained once). With the
-        "ce" loss it is ``shared``: the runner trains it with the base ``Method``'s hooks, so no method's
-        code can change it, and its key covers the core's code, not the method's."""
-        return Stage("representation", optim=self.stage1, loss=loss, options=options, shared=loss == "ce")
+        "ce" loss it is ``core_trained``: the runner trains it with the base ``Method``'s hooks, so no method's
+        code can change it, and its key covers the core's code, not the method's. A method that trains its
+        own stage 1 names its loss: ``recipe.representation(loss="focal", gamma=1.0)``."""
+        return Stage("representation", optim=self.stage1, loss=loss, options=options, core_trained=loss == "ce")
 
     def classifier(self, name: str = "classifier", trainable: str = "classifier", reinit: bool = True,
                    sampler: str = "class-balanced", loss: str = "ce", bn: str = "train", optim: Optim | None = None,

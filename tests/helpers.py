@@ -98,7 +98,7 @@ class Fault(METHODS.get({base!r}).obj):
         if {own_stage1!r}:  # a stage 1 of its own (not the shared CE stage, which the core's hooks train)
             return [recipe.representation(loss={own_stage1!r}), *stages[1:]]
         if {unshared!r}:  # its hooks run in every stage: none of them is the shared CE stage
-            return [dataclasses.replace(stage, shared=False) for stage in stages]
+            return [dataclasses.replace(stage, core_trained=False) for stage in stages]
         return stages
 
     def stage_hooks(self, index):

@@ -11,7 +11,7 @@ from ltbench.data.augment import random_crop_flip
 from ltbench.data.base import Augment
 from ltbench.data.longtail import balanced_val_split, group_sizes, lt_counts, lt_subset, shot_groups
 from ltbench.data.samplers import IndexStream
-from ltbench.engine.plan import stage_keys
+from ltbench.engine.plan import stage_keys, stage_seeds
 from ltbench.errors import ConfigError
 from ltbench.metrics import classification_metrics, expected_calibration_error, feature_compactness
 from ltbench.models import LogitScales, build_model, tau_normalize
@@ -184,6 +184,18 @@ def test_stage_keys_share_stage1_and_change_with_settings():
     smoothed = stage_keys(spec, "resnet32", False, 0, "fp32", [recipe.representation(label_smoothing=0.1)])
     assert smoothed[0] != crt[0]
     assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+def test_stage_seeds_are_pinned_and_the_spec_keeps_the_old_flag_name():
+    """The seeds (and so the numbers) of a stage depend on its spec only: renaming ``Stage.shared`` to
+    ``core_trained`` keeps the name "shared" in the spec, so no seed or key moves with the rename."""
+    recipe = RECIPES["smoke"]
+    stages = [recipe.representation(), recipe.classifier()]
+    assert stage_seeds({"dataset": "d", "imbalance": 100}, "resnet32", False, 0, "fp32", stages) == [
+        218837494768518, 272309319342448]  # computed before the rename
+    assert stages[0].spec()["shared"] is True and "core_trained" not in stages[0].spec()
+    assert stages[0].core_trained and not stages[1].core_trained
+    assert not recipe.representation(loss="focal").core_trained
 
 
 class ReferenceWarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):

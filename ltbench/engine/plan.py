@@ -42,7 +42,14 @@ class Plan:
         method's code can make the artifact that cRT, LWS, tau-norm and NCM reuse differ from CE's; any
         other stage the method's ``stage_hooks(index)`` (itself, unless it is built from other methods' stages),
         by position as ``stage_code`` hashes them."""
-        return SHARED_HOOKS if self.stages[index].shared else self.method.stage_hooks(index)
+        return SHARED_HOOKS if self.stages[index].core_trained else self.method.stage_hooks(index)
+
+    def setup_index(self) -> int | None:
+        """Where ``Method.setup`` runs when the run opens with core-trained stages: before the first stage the
+        method's hooks train (None: there is none, or stage 1 is the method's, so setup runs at model build)."""
+        if not self.stages[0].core_trained:
+            return None
+        return next((index for index, stage in enumerate(self.stages) if not stage.core_trained), None)
 
     def test_transform(self, index: int):
         """``Method.test_logits`` after the final stage's training, when the method defines it."""
@@ -76,7 +83,7 @@ def stage_code(method: Method, stages: list[Stage]) -> list[str]:
     codes = []
     for index, stage in enumerate(stages):
         hooks = method.stage_hooks(index)
-        if stage.shared:
+        if stage.core_trained:
             codes.append(core_code())
         elif hooks is method:
             codes.append(f"{core_code()}+{own}")
@@ -151,13 +158,49 @@ def plan_run(config: RunConfig, download: bool = False) -> Plan:
     return Plan(config, method, data, recipe.name, backbone, stages, keys, run_key, device, precision, notices, seeds)
 
 
+# The hooks that train a stage, called on the hooks object of that stage (``Plan.hooks``): on a core-trained
+# stage that is the base ``Method``, whatever the method's ``stage_hooks`` says. ``on_stage_start`` runs on
+# every stage of its hooks object; the others only on one that trains (``trainable`` not "none").
+TRAINING_HOOKS = ("on_stage_start", "trainable_parameters", "feature_maps", "sampler", "on_epoch_start",
+                  "transform_batch", "loss", "class_weights", "on_epoch_end")
+
+
+def never_run(method: Method, stages: list[Stage]) -> list[str]:
+    """The hooks a method overrides (on itself or on a hooks object ``stage_hooks`` gives a stage) that run on
+    none of its stages because each stage they were given to is core-trained: code whose effect the run's
+    numbers would silently lack. ``setup`` counts too when every stage is core-trained (it runs before the
+    first stage the method's own hooks train)."""
+    def code(hooks: Method, hook: str):
+        return getattr(type(hooks), hook, None)
+
+    runs = {(hook, code(method.stage_hooks(index), hook))
+            for index, stage in enumerate(stages) if not stage.core_trained
+            for hook in TRAINING_HOOKS if hook == "on_stage_start" or stage.trainable != "none"}
+    dead = []
+    for index, stage in enumerate(stages):
+        if stage.core_trained:
+            hooks = method.stage_hooks(index)
+            dead += [hook for hook in TRAINING_HOOKS if code(hooks, hook) is not code(SHARED_HOOKS, hook)
+                     and (hook, code(hooks, hook)) not in runs and hook not in dead]
+    if all(stage.core_trained for stage in stages) and code(method, "setup") is not Method.setup:
+        dead.append("setup")
+    return dead
+
+
 def check_stages(method: Method, stages: list[Stage], data: DataBundle, dataset: str) -> None:
     """Refuse, before anything trains, what would make a number untrustworthy."""
+    dead = never_run(method, stages)
+    if dead:
+        shared = next(stage for stage in stages if stage.core_trained)
+        raise ConfigError(f"method '{method.name}' overrides {', '.join(dead)}, which would never run: its stage "
+                          f"'{shared.name}' is the shared CE stage, trained by the core's hooks alone (its numbers "
+                          f"would be CE's under another name); give the stage a loss name of its own, e.g. "
+                          f"recipe.representation(loss=\"{method.name}\")")
     if type(method).post_stage is not Method.post_stage and not any(stage.post for stage in stages):
         raise ConfigError(f"method '{method.name}' defines post_stage, but none of its stages declares a post-hoc "
                           f"step, so it would never run: add post=\"<name>\" to the Stage it follows, e.g. "
                           f"Stage(\"adjust\", trainable=\"none\", post=\"adjust\")")
-    if type(method).test_logits is not Method.test_logits and stages[-1].shared:
+    if type(method).test_logits is not Method.test_logits and stages[-1].core_trained:
         raise ConfigError(f"method '{method.name}' transforms the test logits (test_logits), which belong to its final "
                           f"stage, but that is the shared CE stage: add a stage of its own after it, e.g. "
                           f"Stage(\"adjust\", trainable=\"none\")")

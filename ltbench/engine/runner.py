@@ -97,7 +97,7 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
 
 def build_trainer(plan: Plan, reporter: Reporter, dist: Distributed | None = None,
                   stop: GracefulStop | None = None) -> Trainer:
-    """The plan's loaders and model (seeded, set up by the method) in a Trainer."""
+    """The plan's loaders and model (seeded; set up by the method unless stage 1 is core-trained) in a Trainer."""
     from ..data.longtail import shot_groups
 
     config, data, device = plan.config, plan.data, plan.device
@@ -106,7 +106,7 @@ def build_trainer(plan: Plan, reporter: Reporter, dist: Distributed | None = Non
     info = DataInfo(data.num_classes, torch.as_tensor(data.class_counts, device=device),
                     torch.as_tensor(shot_groups(data.class_counts), device=device), device)
     model = build_stage_model(plan.method, plan.backbone, data.source.channels, info, config.seed, config.pretrained,
-                              config.compile, first_stage_shared=plan.stages[0].shared)
+                              config.compile, first_stage_core_trained=plan.stages[0].core_trained)
     return Trainer(model, info, loaders, plan.precision, eval_batch_size=config.eval_batch_size, dist=dist, stop=stop,
                    reporter=reporter, stages_total=len(plan.stages), names=(plan.method.name, config.dataset))
 
@@ -161,6 +161,8 @@ class StageRunner:
             label = f"stage {index + 1} ({stage.name})"
             if trainer.stop_agreed():
                 raise self.interrupted(f"before {label}")
+            if index == plan.setup_index():  # the shared stages are done (trained, loaded or resumed past)
+                trainer.setup_method(plan.method, plan.config.seed)
             hooks = plan.hooks(index)
             state = trainer.begin_stage(index, stage, hooks)  # before anything is loaded: methods add extras (LWS)
             if index < resume_index:  # finished before the checkpoint, which holds its weights and state
@@ -180,11 +182,11 @@ class StageRunner:
                         record = self._train(state, key, hooks, resume)
                         record["metrics"] = self._stage_metrics()  # exactly what training produced: post-hoc after
                         self.cache.save(key, stage, trainer.model, hooks, record["metrics"], record["seconds"])
+            if stage.post:  # the stage's own post-hoc step, never part of an artifact; it tunes on the model's
+                record["post"] = plan.method.post_stage(state) or {}  # logits, before test_logits applies
             transform = plan.test_transform(index)
             if transform is not None:  # the final model's logits from here on, never an artifact's
                 trainer.logit_transform, self.last_test = transform, None
-            if stage.post:  # the stage's own post-hoc step, never part of an artifact
-                record["post"] = plan.method.post_stage(state) or {}
             if stage.post or not stage.cached or transform is not None:
                 record["metrics"] = self._stage_metrics()
             if self.folder.scalars is not None:

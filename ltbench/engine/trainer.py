@@ -59,17 +59,20 @@ def seed_everything(seed: int) -> None:
 
 
 def build_stage_model(method: Method, backbone: str, in_chans: int, info: DataInfo, seed: int,
-                      pretrained: bool = False, compile: bool = False, first_stage_shared: bool = False) -> LTModel:
-    """The run's model: seeded, the method's classifier and ``setup``, on the device, channels_last."""
+                      pretrained: bool = False, compile: bool = False, first_stage_core_trained: bool = False) -> LTModel:
+    """The run's model: seeded, the method's classifier and ``setup``, on the device, channels_last. When the
+    first stage is core-trained, the model is the core's alone: ``setup`` waits for the method's first own
+    stage (``Trainer.setup_method``), so no method's code touches what the shared stage trains or loads."""
     seed_everything(seed)
     model = build_model(backbone, info.num_classes, in_chans, pretrained)
     head = method.classifier(model.backbone.num_features, info.num_classes)
     if head is not None:
-        if first_stage_shared:  # the shared stage is CE's, with the backbone's linear classifier
+        if first_stage_core_trained:  # the shared stage is CE's, with the backbone's linear classifier
             raise ConfigError(f"method '{method.name}' replaces the classifier (Method.classifier), but its "
                               f"first stage is the shared CE stage, which keeps it: give it a stage of its own")
         model.replace_classifier(head)
-    method.setup(model, info)
+    if not first_stage_core_trained:
+        method.setup(model, info)
     model.to(info.device).to(memory_format=torch.channels_last)
     if compile:  # compiles LTModel's forward in place: state_dict keys (artifacts, checkpoints) stay
         model.compile()
@@ -109,6 +112,16 @@ class Trainer:
             logits, labels, features = (self.dist.gather_rows(t, len(loader)) for t in (logits, labels, features))
         return (features, labels) if features_only else (logits, labels, features)
 
+    def setup_method(self, method: Method, seed: int) -> None:
+        """``Method.setup`` of a run that opens with core-trained stages, called before the method's first own
+        stage (after the shared ones are trained or loaded): torch seeded with the run's ``seed`` as
+        ``build_stage_model`` seeds it (DaSL reads it), and the modules it adds moved to the device."""
+        if type(method).setup is Method.setup:
+            return
+        seed_everything(seed)
+        method.setup(self.model, self.info)
+        self.model.to(self.device).to(memory_format=torch.channels_last)
+
     def begin_stage(self, index: int, stage: Stage, hooks: Method) -> StageState:
         """The stage's state, after ``hooks.on_stage_start`` (methods add extras there, e.g. LWS)."""
         state = StageState(stage, index, self.info, self.model, epochs=stage.epochs,
@@ -125,7 +138,7 @@ class Trainer:
         ``seed`` (``Plan.seeds``), so a stage starts the same whether earlier stages were trained, reused or resumed. ``recorder`` (the runner)
         logs each epoch and saves checkpoints; without one (benchmarks, tests) nothing is written."""
         stage, index = state.stage, state.stage_index
-        if stage.shared and len(self.model.extras):  # they would land in the artifact every CE run reuses
+        if stage.core_trained and len(self.model.extras):  # they would land in the artifact every CE run reuses
             raise ConfigError(f"method '{self.method_name}' adds {', '.join(self.model.extras)} to the model before "
                               f"the shared CE stage '{stage.name}': add them in on_stage_start of the stage that "
                               f"uses them (as LWS does)")

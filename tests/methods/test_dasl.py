@@ -364,6 +364,8 @@ def test_removing_the_aux_network_leaves_test_logits_unchanged(cli_runs):
 @pytest.mark.parametrize("options, fault", [
     ({"soft_labels": "class"}, "term:0:1:5"),  # stage 1, epoch 2: last epoch's targets + this epoch's partial sums
     ({"soft_labels": "static"}, "term:1:1:3"),  # stage B, epoch 2: the frozen teacher must come back with the run
+    # the shared CE stage 1, so setup runs only before the auxiliary network's stage: again on resuming there
+    ({"use_in": "stage2", "soft_labels": "class"}, "term:1:0:3"),
 ])
 def test_interrupted_run_resumes_bit_exactly(tmp_path, options, fault):
     plugins = tmp_path / "plugins"

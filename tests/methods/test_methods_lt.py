@@ -121,7 +121,7 @@ def test_drs_switches_to_class_balanced_sampling_at_its_epoch():
     drs = create_method("drs")
     assert drs.sampler(state_for(drs, epoch=159)) == "instance"
     assert drs.sampler(state_for(drs, epoch=160)) == "class-balanced"
-    assert not drs.stages(get_recipe("paper"))[0].shared  # its own stage 1, not CE's
+    assert not drs.stages(get_recipe("paper"))[0].core_trained  # its own stage 1, not CE's
 
 
 def test_ldam_margins_follow_n_to_the_minus_quarter_and_the_loss_subtracts_s_times_the_margin():
@@ -227,7 +227,7 @@ def test_mixup_stage_1_runs_mislas_own_schedule():
 def test_mislas_trains_stage_1_with_mixups_hooks_and_stage_2_with_label_aware_smoothing():
     mislas = create_method("mislas")
     stage1, stage2 = mislas.stages(get_recipe("paper"))
-    assert stage1 == create_method("mixup").stages(get_recipe("paper"))[0] and not stage1.shared
+    assert stage1 == create_method("mixup").stages(get_recipe("paper"))[0] and not stage1.core_trained
     assert stage2 == create_method("las").stages(get_recipe("paper"))[1]
     assert mislas.stage_hooks(0).name == "mixup" and mislas.stage_hooks(1) is mislas
     from ltbench.engine.plan import stage_code
