@@ -299,6 +299,10 @@ def table(
                                              "interval over test images from test_logits.npz (seeds combined); "
                                              "* where the interval excludes 0."),
     replicates: int = typer.Option(2000, "--replicates", help="Bootstrap replicates of --compare-to."),
+    best_epoch: bool = typer.Option(False, "--best-epoch", help="Add a column 'best ep. (on test)': the final "
+                                    "stage's best epoch by test top-1, from runs made with `run --log-test-acc` "
+                                    "(best on test, as the references report: a choice made on the test set; the "
+                                    "other columns are the last epoch's). '-' where a seed did not log it."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write the table to this file (atomically)."),
 ):
     """Mean ± std over seeds of every finished run, grouped by method (+ options), dataset, IF, backbone, recipe.
@@ -310,7 +314,7 @@ def table(
     from .results.tables import build_table, output_format, render, to_rich, write_table
 
     result = build_table(results, layout, metric, filters, with_reference, warn=_warn, extra=extra,
-                         compare_to=compare_to, replicates=replicates)
+                         compare_to=compare_to, replicates=replicates, best_epoch=best_epoch)
     fmt = output_format(fmt, out_file)
     if out_file:
         write_table(result, out_file, fmt)
