@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import RECIPES, RunConfig, cli_parameter
+from .engine.interrupt import TIME_LIMIT_ENV, TIME_LIMIT_EXIT, deadline_after
 from .errors import ConfigError, LTBenchError
 
 RECIPE_NAMES = ", ".join(RECIPES)
@@ -75,6 +76,7 @@ FROM_CLI = {
     "data_root": lambda root: str(root) if root else None,
     "plugins": lambda paths: [str(p) for p in paths or []],
     "retrain_before": lambda retrain: time.time() if retrain else None,  # --retrain: nothing cached before now
+    "deadline": lambda limit: deadline_after(limit),  # --time-limit: counted from the start of this process
 }
 
 
@@ -86,6 +88,11 @@ def run_config(params: dict) -> RunConfig:
 
 
 PLUGINS_HELP = "Extra folder (or .py file) of method plugins; repeatable. Also read from $LTBENCH_PLUGINS."
+TIME_LIMIT_HELP = ("Time budget of this whole command, e.g. 2h20m, 90m, 45s or H:MM:SS (also $" + TIME_LIMIT_ENV + "), "
+                   "counted from its start. At an epoch boundary, when the next epoch (estimated from the epochs "
+                   "so far, with a margin) would not end inside it, the run saves a checkpoint and the command "
+                   f"exits with status {TIME_LIMIT_EXIT} and the line that continues it. The numbers are those of "
+                   "an uninterrupted run.")
 
 
 @app.command()
@@ -148,13 +155,21 @@ def run(
     retrain: bool = typer.Option(False, "--retrain", help="Train every stage afresh instead of reusing cached "
                                  "stage artifacts (which are then replaced); for changes the stage keys do not "
                                  "cover (see the README's 'Stage reuse')."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", envvar=TIME_LIMIT_ENV, show_envvar=False,
+                                             metavar="DURATION", help=TIME_LIMIT_HELP),
+    log_test_acc: bool = typer.Option(DEFAULT.test_every_epoch, "--log-test-acc", help="Evaluate the test set after "
+                                      "every training epoch and log its top-1 as test_acc in epochs.jsonl; "
+                                      "metrics.json then also names each stage's best epoch on test (best on test, "
+                                      "as the references report: a choice made on the test set). Only a log: nothing "
+                                      "is chosen with it and the run's numbers stay the same. A reused stage has no "
+                                      "per-epoch log (it was trained by another run)."),
 ):
     """Train and evaluate one method; write results/runs/<name>/ and print the results table.
 
     Stages already trained with the same settings (same key) are reused, e.g. CE's stage 1 by cRT, LWS,
     tau-norm and NCM. A checkpoint is saved after every epoch and on SIGTERM / Ctrl-C: continue a stopped
-    run with `--run-name NAME --resume`. For several GPUs: `--nproc N` or `torchrun --nproc_per_node=N -m
-    ltbench run ...`.
+    run with `--run-name NAME --resume`; --time-limit stops it the same way before a time budget runs out
+    (exit status 75). For several GPUs: `--nproc N` or `torchrun --nproc_per_node=N -m ltbench run ...`.
     """
     from .engine.launch import explicit_options, relaunch_with_torchrun
 
@@ -164,10 +179,12 @@ def run(
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    config = run_config({**ctx.params, "results": results})  # checks --time-limit
     if nproc > 1:
+        if config.deadline is not None:  # the processes torchrun starts get what is left of this one's budget
+            ctx.params["time_limit"] = f"{max(config.deadline - time.time(), 1.0):.0f}s"
         raise typer.Exit(relaunch_with_torchrun(ctx, nproc))
 
-    config = run_config({**ctx.params, "results": results})
     try:
         execute(config, Reporter(err, quiet=quiet), download=download,
                 explicit=explicit_options(ctx) if resume else None)
@@ -282,6 +299,10 @@ def table(
                                              "interval over test images from test_logits.npz (seeds combined); "
                                              "* where the interval excludes 0."),
     replicates: int = typer.Option(2000, "--replicates", help="Bootstrap replicates of --compare-to."),
+    best_epoch: bool = typer.Option(False, "--best-epoch", help="Add a column 'best ep. (on test)': the final "
+                                    "stage's best epoch by test top-1, from runs made with `run --log-test-acc` "
+                                    "(best on test, as the references report: a choice made on the test set; the "
+                                    "other columns are the last epoch's). '-' where a seed did not log it."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write the table to this file (atomically)."),
 ):
     """Mean ± std over seeds of every finished run, grouped by method (+ options), dataset, IF, backbone, recipe.
@@ -293,7 +314,7 @@ def table(
     from .results.tables import build_table, output_format, render, to_rich, write_table
 
     result = build_table(results, layout, metric, filters, with_reference, warn=_warn, extra=extra,
-                         compare_to=compare_to, replicates=replicates)
+                         compare_to=compare_to, replicates=replicates, best_epoch=best_epoch)
     fmt = output_format(fmt, out_file)
     if out_file:
         write_table(result, out_file, fmt)
@@ -347,21 +368,32 @@ def sweep(
                                "run started and finished."),
     retrain: bool = typer.Option(False, "--retrain", help="Run every run again (finished ones too) and train every "
                                  "stage afresh: no stage artifact from before this sweep is reused."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", envvar=TIME_LIMIT_ENV, show_envvar=False,
+                                             metavar="DURATION", help=TIME_LIMIT_HELP.replace(
+                                                 "the run saves", "each run in progress saves") + " Runs not yet "
+                                             "started then wait; the same sweep command continues them all. Local "
+                                             "executor only: under --executor slurm each job has --timeout-min and "
+                                             "is requeued when it reaches it."),
 ):
     """Run a grid of runs from a TOML suite (schema: benchmarks/SUITES.md).
 
     Finished runs (same run key) are skipped and stopped ones resumed, so a second sweep does nothing and an
     interrupted one picks up where it stopped; runs sharing stage 1 train it once and reuse it. With
     --executor slurm the command submits one job per run and waits for them (runs that reuse a stage 1 go
-    in once it exists); jobs already submitted keep running if it is stopped.
+    in once it exists); jobs already submitted keep running if it is stopped. With --time-limit the runs
+    stop at an epoch boundary before the budget ends (exit status 75); the same command continues them.
     """
     from .sweep import SlurmOptions, describe, load_suite, plan_sweep, run_sweep
 
     def log(message: str) -> None:
         err.print(message, markup=False, highlight=False, soft_wrap=True)
 
+    deadline = deadline_after(time_limit)
+    if deadline is not None and executor != "local":
+        raise ConfigError(f"--time-limit (or ${TIME_LIMIT_ENV}) bounds runs on this machine; with --executor "
+                          f"{executor} each job has --timeout-min and is requeued when it reaches it: leave it out")
     suite = load_suite(suite_file, results, data_root)
-    runs = plan_sweep(suite, results, executor, time.time() if retrain else None)
+    runs = plan_sweep(suite, results, executor, time.time() if retrain else None, deadline)
     if dry_run:
         for line in describe(runs, results):
             out.print(line, markup=False, highlight=False, soft_wrap=True)

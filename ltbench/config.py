@@ -68,6 +68,10 @@ class RunConfig:
     plugins: list = setting(factory=list)
     eval_batch_size: int = setting(1024)
     workers: int | None = setting(None)  # DataLoader workers of file-list data (None: data.loaders.default_workers)
+    # --time-limit: the wall-clock time (epoch s) by which the run stops at an epoch boundary, with a checkpoint
+    deadline: float | None = setting(None, suite=False, cli="time_limit")
+    # --log-test-acc: test top-1 after every epoch in epochs.jsonl (a log, never a choice; not in any key)
+    test_every_epoch: bool = setting(False, cli="log_test_acc")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

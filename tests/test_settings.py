@@ -82,8 +82,8 @@ def test_every_run_config_field_has_its_cli_option_with_the_same_default_and_typ
     option_hints, field_hints = typing.get_type_hints(cli.run), typing.get_type_hints(RunConfig)
     for name in fields:
         option = types(option_hints[cli_parameter(name)])
-        if name == "retrain_before" or Path in option or any(typing.get_origin(t) is list for t in option):
-            continue  # paths and lists are converted to str (cli.FROM_CLI); the --retrain flag gives a time
+        if name in ("retrain_before", "deadline") or Path in option or any(typing.get_origin(t) is list for t in option):
+            continue  # paths and lists are converted to str (cli.FROM_CLI); --retrain and --time-limit give a time
         assert option == types(field_hints[name]), \
             f"--{cli_parameter(name)} parses {option_hints[cli_parameter(name)]}, RunConfig.{name} is {field_hints[name]}"
 
@@ -103,16 +103,20 @@ def test_each_cli_option_reaches_its_own_field():
              "recipe": "cpu", "epochs": 5, "stage2_epochs": 6, "batch_size": 8, "lr": 0.5, "stage2_lr": 0.25,
              "seed": 9, "device": "cpu", "precision": "fp32", "compile": True, "tensorboard": True,
              "data_root": Path("/data"), "out": Path("elsewhere"), "run_name": "x", "resume": True,
-             "retrain_before": True, "plugins": [Path("p.py")], "eval_batch_size": 11, "workers": 2}
+             "retrain_before": True, "plugins": [Path("p.py")], "eval_batch_size": 11, "workers": 2,
+             "deadline": "90m", "test_every_epoch": True}
     assert set(given) == {f.name for f in dataclasses.fields(RunConfig)}, "a new field needs a value here"
     expected = {"method_options": {"beta": "0.3"}, "data_root": "/data", "out": "elsewhere", "plugins": ["p.py"]}
     for name, value in given.items():
         config = run_config({**params, cli_parameter(name): value})
         changed = {f.name for f in dataclasses.fields(RunConfig) if getattr(config, f.name) != getattr(base, f.name)}
         assert changed == {name}, f"--{cli_parameter(name)} changed {changed}"
-        if name != "retrain_before":
+        if name not in ("retrain_before", "deadline"):
             assert getattr(config, name) == expected.get(name, value)
     assert isinstance(run_config({**params, "retrain": True}).retrain_before, float)
+    from ltbench.engine.interrupt import process_start
+
+    assert run_config({**params, "time_limit": "90m"}).deadline == pytest.approx(process_start() + 5400)
 
 
 def test_derived_field_lists_are_what_they_were():
@@ -125,9 +129,9 @@ def test_derived_field_lists_are_what_they_were():
     assert resolved_later() == {"imbalance": None, "backbone": None, "recipe": None, "precision": "auto",
                                 "val_per_class": None}
     assert set(not_in_suites()) == {"method", "dataset", "seed", "method_options", "out", "run_name", "resume",
-                                    "retrain_before"}
+                                    "retrain_before", "deadline"}
     assert cli_to_config() == {"option": "method_options", "compile_model": "compile", "results": "out",
-                               "retrain": "retrain_before"}
+                               "retrain": "retrain_before", "time_limit": "deadline", "log_test_acc": "test_every_epoch"}
 
 
 # --- the typed data spec keeps every stage key ------------------------------------------------------------

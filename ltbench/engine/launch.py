@@ -68,7 +68,8 @@ def relaunch_with_torchrun(ctx, nproc: int) -> int:
         elastic.setLevel(level)
 
 
-INTERRUPTED = (128 + 2, 128 + 15)  # SIGINT, SIGTERM: the run saved its checkpoint and can be resumed
+# SIGINT, SIGTERM, the time limit (interrupt.TIME_LIMIT_EXIT): the run saved its checkpoint and can be resumed
+INTERRUPTED = (128 + 2, 128 + 15, 75)
 
 
 def _exit_code(codes: list[int]) -> int:

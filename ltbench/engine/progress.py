@@ -67,6 +67,7 @@ class _StageBar:
             self.reporter.log(f"{self.label} epoch {epoch + 1}/{self.epochs}: loss {stats['loss']:.4f}, train acc "
                               f"{stats['train_acc']:.2f}%, {stats['images_per_s']:.0f} img/s this epoch"
                               + (f", {rate:.0f} img/s in the stage" if rate else "")
+                              + (f", test acc {stats['test_acc']:.2f}% (--log-test-acc)" if "test_acc" in stats else "")
                               + f", elapsed {clock(time.perf_counter() - self.started)}, eta {clock(self.eta())}")
         self._show()
 

@@ -5,6 +5,7 @@ run lives and does every write.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -57,8 +58,10 @@ class RunLock(StageLock):
                 continue
             raw, info, age = held
             if self.stale_reason(info, age) is None:
+                copied = (f" (if it ran on another machine and this folder is a copy, delete {self.path})"
+                          if info.get("host") != socket.gethostname() else "")
                 raise RunExistsError(f"run '{self.path.parent.name}' is still running ({describe_holder(info)}); let "
-                                     f"it finish or stop it before --resume")
+                                     f"it finish or stop it before --resume{copied}")
             self.break_stale(raw)
 
 
@@ -179,14 +182,52 @@ def _open_resume(run_dir: Path, plan: Plan, reporter: Reporter) -> str | None:
     return str(path)
 
 
+BEST_ON_TEST = "best on test, as the references report: a choice made on the test set"
+
+
+def best_epochs_on_test(log_path: Path, plan: Plan, stage_records: list[dict]) -> dict | None:
+    """From epochs.jsonl (--log-test-acc): each trained stage's best epoch by test top-1, into its record in
+    ``stage_records``; returns the final stage's, when the run's reported number is that stage's last epoch
+    (trained here, no post-hoc step or test-logit transform after it), else None. Labelled BEST_ON_TEST: it
+    is what the references report, and it is never used for anything but this report."""
+    by_stage: dict[int, dict[int, float]] = {}
+    try:
+        lines = log_path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            if "test_acc" in entry:
+                by_stage.setdefault(int(entry["stage_index"]), {})[int(entry["epoch"])] = float(entry["test_acc"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    final = None
+    for index, (stage, record) in enumerate(zip(plan.stages, stage_records)):
+        accs = by_stage.get(index, {})
+        if not stage.epochs or sorted(accs) != list(range(1, stage.epochs + 1)):  # reused, or not every epoch
+            continue
+        epoch = max(accs, key=lambda e: (accs[e], -e))  # the earliest of equal ones
+        record["best_epoch_on_test"] = best = {
+            "stage": index + 1, "epoch": epoch, "test_acc": accs[epoch], "epochs": stage.epochs,
+            "last_epoch_test_acc": accs[stage.epochs], "note": BEST_ON_TEST}
+        if index == len(plan.stages) - 1 and not stage.post and plan.test_transform(index) is None:
+            final = dict(best)
+    return final
+
+
 def finish_run(folder: RunFolder, plan: Plan, test, stage_records: list[dict], wall_time_s: float, model,
-               resume: ResumePoint | None) -> dict:
+               resume: ResumePoint | None, spans: list[dict] | None = None) -> dict:
     """The run's metrics from the final test logits; rank 0 writes the result files, metrics.json last,
-    then drops the checkpoints and the run lock."""
+    then drops the checkpoints and the run lock. ``spans``: where it trained (``StageRunner.spans``)."""
     logits, labels, features = test
     metrics, per_class = classification_metrics(logits.cpu(), labels.cpu(), plan.data.class_counts, features.cpu())
     metrics.update(stages=stage_records, wall_time_s=wall_time_s, run_name=folder.name,
-                   run_key=plan.run_key, status="complete", world_size=folder.dist.world)
+                   run_key=plan.run_key, status="complete", world_size=folder.dist.world, spans=spans or [])
+    if folder.dist.is_main:
+        best = best_epochs_on_test(folder.log_path, plan, stage_records)
+        if best is not None:
+            metrics["best_epoch_on_test"] = best
     if resume is not None:
         checkpoint = resume.checkpoint
         metrics["resumed_from"] = {"checkpoint": resume.path.name, "stage": checkpoint["stage_index"] + 1,
@@ -300,8 +341,13 @@ def resume_config(config: RunConfig, explicit: set[str] | None = None) -> tuple[
         raise ConfigError(f"--resume: {'; '.join(differences)}: a resumed run keeps its settings; leave them out "
                           f"(they come from {run_dir / 'config.json'}) or start a new run")
     kept = {f.name: saved.get(f.name, getattr(defaults, f.name)) for f in fields(RunConfig) if f.name in DEFINING_FIELDS}
-    resumed = replace(config, **kept, resume=True, data_root=config.data_root or saved.get("data_root"),
-                      plugins=config.plugins or saved.get("plugins") or [])
+    # paths from where the run started, kept only where they exist here: a run folder copied to another
+    # machine or clone finds its data under --data-root, $LTBENCH_DATA or ~/data instead
+    saved_root = saved.get("data_root")
+    data_root = config.data_root or (saved_root if saved_root and Path(saved_root).expanduser().exists() else None)
+    plugins = config.plugins or [p for p in saved.get("plugins") or [] if Path(p).expanduser().exists()]
+    resumed = replace(config, **kept, resume=True, data_root=data_root, plugins=plugins,
+                      test_every_epoch=config.test_every_epoch or bool(saved.get("test_every_epoch")))
     return resumed, saved
 
 

@@ -2,14 +2,14 @@
 results), and ``StageRunner`` takes each planned stage from the stage cache or trains it.
 
 Reliability (docs/reliability.md): a checkpoint at every epoch end, and on SIGTERM/SIGINT, makes a killed
-run resumable (``--resume``), bit-exactly on CPU; a lock file per stage key makes concurrent runs train a
-shared stage once; under torchrun the same code trains with DistributedDataParallel, rank 0 writing files.
+run resumable (``--resume``), bit-exactly on CPU; a time budget (``--time-limit``) stops it at an epoch
+boundary before the budget ends; a lock file per stage key makes concurrent runs train a shared stage once;
+under torchrun the same code trains with DistributedDataParallel, rank 0 writing files.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import signal
 import time
 
 import torch
@@ -21,7 +21,8 @@ from ..method import DataInfo
 from ..files import _clean
 from .checkpoint import ResumePoint
 from .distributed import Distributed, init_from_env
-from .interrupt import GracefulStop, RunInterrupted, refuse_if_stopped
+from .interrupt import GracefulStop, RunInterrupted, TimeLimitReached, budget_for, refuse_if_stopped
+from .machine import machine
 from .memory import keep_freed_memory
 from .plan import Plan, check_world, plan_run, plugin_problems, resolved_workers
 from .progress import Reporter
@@ -38,12 +39,15 @@ def execute(config: RunConfig, reporter: Reporter | None = None, download: bool 
     <out>/runs/<name>/metrics.json). Under torchrun every rank calls this; rank 0 writes and prints."""
     reporter = reporter or Reporter()
     refuse_if_stopped()
+    budget = budget_for(config.deadline)
+    if budget is not None and budget.passed():  # a sweep's later runs: nothing is created
+        raise TimeLimitReached(f"not started: {budget.describe()}; give it a new --time-limit")
     keep_freed_memory()  # no page faults for the same activations every step (engine/memory.py)
     dist = init_from_env(config.device)
     if not dist.is_main:
         reporter = Reporter(reporter.console, silent=True)
     try:
-        with GracefulStop() as stop:
+        with GracefulStop(budget) as stop:
             return _execute(config, reporter, download, explicit, dist, stop)
     except LTBenchError as exc:
         if dist.enabled and not dist.is_main:
@@ -85,7 +89,7 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
         try:
             runner.run()
             metrics = finish_run(folder, plan, runner.final_test(), runner.records, runner.elapsed(), trainer.model,
-                                 resume)
+                                 resume, runner.spans())
         except WriteError as exc:  # disk full, say: the checkpoints written so far are intact
             kept = (f"the last checkpoint {folder.last_checkpoint} is kept" if folder.last_checkpoint
                     else "no checkpoint was saved yet")
@@ -108,7 +112,8 @@ def build_trainer(plan: Plan, reporter: Reporter, dist: Distributed | None = Non
     model = build_stage_model(plan.method, plan.backbone, data.source.channels, info, config.seed, config.pretrained,
                               config.compile, first_stage_core_trained=plan.stages[0].core_trained)
     return Trainer(model, info, loaders, plan.precision, eval_batch_size=config.eval_batch_size, dist=dist, stop=stop,
-                   reporter=reporter, stages_total=len(plan.stages), names=(plan.method.name, config.dataset))
+                   reporter=reporter, stages_total=len(plan.stages), names=(plan.method.name, config.dataset),
+                   test_every_epoch=config.test_every_epoch)
 
 
 def _open_run_folder(plan: Plan, store: RunStore, dist: Distributed, reporter: Reporter,
@@ -148,6 +153,8 @@ class StageRunner:
         checkpoint = resume.checkpoint if resume else {}
         self.elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
         self.stage_log_start = int(checkpoint.get("stage_log_start", 0))  # epochs.jsonl size at the stage's start
+        self.spans_before = json.loads(checkpoint.get("spans", "[]"))  # the processes that trained it before
+        self.span: dict | None = None  # this process's, from its first trained epoch on
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -159,7 +166,9 @@ class StageRunner:
         for index, (stage, key) in enumerate(zip(plan.stages, plan.keys)):
             self.last_test = None  # set only by a stage evaluated in this process
             label = f"stage {index + 1} ({stage.name})"
-            if trainer.stop_agreed():
+            # ahead: an epoch (two when it is the stage's last: its evaluation and artifact follow); none for a
+            # post-hoc stage, which only stops once the time limit has passed
+            if trainer.stop_agreed(0.0 if not stage.epochs else 2.0 if stage.epochs == 1 else 1.0, key):
                 raise self.interrupted(f"before {label}")
             if index == plan.setup_index():  # the shared stages are done (trained, loaded or resumed past)
                 trainer.setup_method(plan.method, plan.config.seed)
@@ -225,23 +234,37 @@ class StageRunner:
         """Test logits, labels and features of the finished model, evaluated once."""
         return self.last_test if self.last_test is not None else self.trainer.evaluate_split("test")
 
+    def spans(self) -> list[dict]:
+        """Where the run trained: one span per process that trained epochs (first and last epoch, wall
+        seconds of the process on the run up to its last epoch, the machine), this process's last."""
+        return self.spans_before + ([self.span] if self.span else [])
+
     # the trainer's StageRecorder -------------------------------------------------------------------
     def epoch_done(self, record: dict) -> None:
         self.folder.log_epoch(record)
+        epoch = {"stage": record["stage_index"] + 1, "epoch": record["epoch"]}
+        if self.span is None:
+            self.span = {"first_epoch": epoch, "last_epoch": epoch, "epochs": 0, "seconds": 0.0,
+                         "started": dt.datetime.now().isoformat(timespec="seconds"),
+                         "machine": machine(self.trainer.device, self.dist.world)}
+        self.span.update(last_epoch=epoch, epochs=self.span["epochs"] + 1,
+                         seconds=round(time.perf_counter() - self.started, 1))
 
     def save_checkpoint(self, stage_part: dict) -> None:
         self.folder.save_checkpoint({
             "run_name": self.folder.name, "run_key": self.plan.run_key, **stage_part,
             "records": json.dumps(_clean(self.records)), "epochs_log_bytes": self.folder.log_size(),
             "stage_log_start": self.stage_log_start, "elapsed_s": self.elapsed(),
-            "saved": dt.datetime.now().isoformat(timespec="seconds"),
+            "spans": json.dumps(_clean(self.spans())), "saved": dt.datetime.now().isoformat(timespec="seconds"),
         })
 
     def interrupted(self, where: str) -> RunInterrupted:
         stop, last = self.trainer.stop, self.folder.last_checkpoint
         saved = f"checkpoint {last}" if last else "no checkpoint yet"
-        return RunInterrupted(f"stopped by {stop.name} {where} ({saved}); continue with: "
-                              f"{self.folder.resume_command()}", stop.signum or signal.SIGTERM)
+        command = self.folder.resume_command()
+        if stop.timed_out and stop.budget is not None:  # the same budget again (the next block's)
+            command += f" --time-limit {stop.budget.limit()}"
+        return stop.error(f"stopped by {stop.name} {where} ({saved}); continue with: {command}")
 
     def _stop_while(self, where: str) -> RunInterrupted | None:
         return self.interrupted(where) if self.trainer.stop_agreed() else None

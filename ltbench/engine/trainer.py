@@ -7,7 +7,6 @@ and ``Trainer.fit_stage``, so a benchmark measures the code users run.
 from __future__ import annotations
 
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,7 +21,7 @@ from ..models import build_model
 from ..models.heads import LTModel
 from .checkpoint import CheckpointError, ResumePoint, capture_rng, restore_rng
 from .distributed import Distributed, sync_batchnorm
-from .interrupt import GracefulStop, RunInterrupted
+from .interrupt import GracefulStop
 from .loop import EpochInterrupted, EpochProgress, LoopControl, evaluate, train_one_epoch
 from .progress import Reporter
 
@@ -84,8 +83,9 @@ class Trainer:
 
     def __init__(self, model: LTModel, info: DataInfo, loaders: dict, precision: str, *, eval_batch_size: int = 1024,
                  dist: Distributed | None = None, stop: GracefulStop | None = None, reporter: Reporter | None = None,
-                 stages_total: int = 1, names: tuple[str, str] = ("", "")):
+                 stages_total: int = 1, names: tuple[str, str] = ("", ""), test_every_epoch: bool = False):
         self.model, self.info, self.loaders, self.precision = model, info, loaders, precision
+        self.test_every_epoch = test_every_epoch  # --log-test-acc: a log line per epoch, never a choice
         self.device = info.device
         self.eval_batch_size = eval_batch_size
         self.dist = dist or Distributed()
@@ -129,8 +129,27 @@ class Trainer:
         hooks.on_stage_start(state)
         return state
 
-    def stop_agreed(self) -> bool:
-        return self.dist.any(self.stop.requested)[0]
+    def stop_agreed(self, epochs_ahead: float = 1.0, stage_key: str | None = None) -> bool:
+        """At a boundary, on every rank alike: a signal arrived on some rank, or the next ``epochs_ahead``
+        epochs (of stage ``stage_key``) would end after the time limit on some rank."""
+        by_signal, by_time = self.dist.any(self.stop.requested, self.stop.time_up(epochs_ahead, stage_key))
+        if by_time and not by_signal:
+            self.stop.timed_out = True
+        return by_signal or by_time
+
+    def test_accuracy(self) -> float:
+        """Top-1 (%) on the test set now (--log-test-acc). Every random generator, each module's train/eval
+        mode and the BN statistics (evaluation runs in eval mode) are left as they were, so the numbers of
+        the run do not change; the value is logged, never used for a choice."""
+        modes = [(module, module.training) for module in self.model.modules()]
+        rng = capture_rng()
+        try:
+            logits, labels, _ = self.evaluate_split("test")
+        finally:
+            restore_rng(rng)
+            for module, training in modes:
+                module.training = training
+        return 100.0 * int((logits.argmax(1) == labels).sum()) / max(len(labels), 1)
 
     def fit_stage(self, state: StageState, key: str, seed: int, hooks: Method, resume: ResumePoint | None = None,
                   recorder: StageRecorder | None = None) -> StageResult:
@@ -204,11 +223,13 @@ class Trainer:
         train_loader = self.loaders["train"]
         steps = train_loader.num_batches(stage.optim.batch_size // dist.world, dist.world)
         control = self._loop_control(stage, optimizer)
+        budget = self.stop.budget  # --time-limit: each whole epoch (with its checkpoint) is measured
         try:
             with self.reporter.stage(index, self.stages_total, stage, key, steps, start_epoch,
                                      partial.step if partial else 0) as bar:
                 control.on_step = bar.step
                 for epoch in range(start_epoch, stage.epochs):
+                    lap_started = budget.now() if budget is not None else 0.0
                     state.epoch, state.step, state.steps_per_epoch = epoch, 0, steps
                     hooks.on_epoch_start(state)
                     mid_epoch = partial if epoch == start_epoch else None
@@ -226,14 +247,19 @@ class Trainer:
                         raise self._interrupted(recorder, f"in stage {index + 1} ({stage.name}), epoch {epoch + 1}, "
                                                           f"after step {stop.progress.step}") from None
                     hooks.on_epoch_end(state)
+                    dist.broadcast_tensors(list(self.model.buffers()))  # BN running statistics: rank 0's
+                    if self.test_every_epoch:
+                        stats["test_acc"] = self.test_accuracy()
                     bar.epoch_done(epoch, stats)
                     result.epochs.append(stats)
-                    dist.broadcast_tensors(list(self.model.buffers()))  # BN running statistics: rank 0's
                     if dist.is_main and recorder is not None:
                         recorder.epoch_done({"stage": stage.name, "stage_index": index, "epoch": epoch + 1,
                                                   **stats})
                     self._checkpoint(recorder, state, key, hooks, epoch + 1, optimizer, scaler, generator, started)
-                    if epoch + 1 < stage.epochs and self.stop_agreed():
+                    if budget is not None and mid_epoch is None:
+                        budget.lap(key, budget.now() - lap_started)
+                    # a stage's last epoch counts twice: its evaluation and artifact come after it
+                    if epoch + 1 < stage.epochs and self.stop_agreed(2.0 if epoch + 2 == stage.epochs else 1.0, key):
                         raise self._interrupted(recorder, f"in stage {index + 1} ({stage.name}) after epoch "
                                                           f"{epoch + 1}")
         except torch.OutOfMemoryError:
@@ -247,7 +273,7 @@ class Trainer:
 
     def _interrupted(self, recorder: StageRecorder | None, where: str) -> Exception:
         if recorder is None:
-            return RunInterrupted(f"stopped by {self.stop.name} {where}", self.stop.signum or signal.SIGTERM)
+            return self.stop.error(f"stopped by {self.stop.name} {where}")
         return recorder.interrupted(where)
 
     # checkpoints ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .cells import Cell, Difference, Table, as_error
 from .reference import REFERENCES, Reference
-from .runs import GROUPS, METHOD_ORDER, setting_name
+from .runs import BEST_ON_TEST, GROUPS, METHOD_ORDER, setting_name
 
 ACCURACIES = ("acc", *(f"{group}_acc" for group in GROUPS))
 # metrics the long layout can add after ECE (--extra): column name, decimals, lower is better
@@ -34,6 +34,19 @@ def _cell(row, metric: str, error: bool = False, digits: int = 2) -> Cell:
     if error and mean is not None:
         mean = 100.0 - mean
     return Cell(mean, std, int(row["seeds"]), digits=digits)
+
+
+BEST_EPOCH_COLUMN = "best ep. (on test)"
+BEST_EPOCH_NOTE = (f"{BEST_EPOCH_COLUMN}: top-1 of the final stage's best epoch on the test set (--log-test-acc), "
+                   f"best on test, as the references report: a choice made on the test set; the other columns are "
+                   f"the last epoch's. '-': not logged for every seed.")
+
+
+def _best_epoch_cell(row, error: bool) -> Cell:
+    """The best-epoch-on-test cell of a group, only where every seed logged it."""
+    if int(row[f"{BEST_ON_TEST}_seeds"]) < int(row["seeds"]):
+        return Cell(None)
+    return _cell(row, BEST_ON_TEST, error)
 
 
 def _mark_best(cells: list[Cell], lower_is_better: bool) -> None:
@@ -63,9 +76,11 @@ def _difference(differences: dict, label: str, setting: str, error: bool) -> Dif
 
 
 def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False,
-               extra: tuple[str, ...] = (), differences: dict | None = None, reference: str = "") -> Table:
+               extra: tuple[str, ...] = (), differences: dict | None = None, reference: str = "",
+               best_epoch: bool = False) -> Table:
     """One row per group: all / many / medium / few / ECE (/ the ``extra`` metrics) / seeds; best marked
-    within each dataset × IF. With ``differences`` (compare_runs), a column of them follows "all"."""
+    within each dataset × IF. With ``differences`` (compare_runs), a column of them follows "all"; with
+    ``best_epoch``, the best epoch on test follows "all" (BEST_EPOCH_NOTE), never marked."""
     error = metric == "error"
     summary = order_rows(summary)
     sizes = summary[list(GROUPS)].drop_duplicates()
@@ -98,6 +113,10 @@ def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool 
                                   + ([] if uniform else [""]))
     what = "error" if error else "accuracy"
     title = f"Top-1 {what} (%) and ECE (%), mean ± std over seeds; best per dataset in bold"
+    if best_epoch:
+        columns.insert(5, BEST_EPOCH_COLUMN)
+        for i, row in enumerate(rows + references):
+            row.insert(5, _best_epoch_cell(summary.iloc[i], error) if i < len(rows) else Cell(None))
     if differences is not None:
         columns.insert(5, f"Δ vs {reference}")
         for i, row in enumerate(rows + references):  # rows follow the summary's order
@@ -107,9 +126,10 @@ def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool 
 
 
 def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool = False,
-                differences: dict | None = None, reference: str = "") -> Table:
+                differences: dict | None = None, reference: str = "", best_epoch: bool = False) -> Table:
     """Rows are methods, columns dataset × IF of top-1 accuracy (or error), as CIFAR-LT papers print. With
-    ``differences`` (compare_runs), each dataset × IF column is followed by the differences in it."""
+    ``differences`` (compare_runs), each dataset × IF column is followed by the differences in it; with
+    ``best_epoch``, then by the best epoch on test (BEST_EPOCH_NOTE)."""
     error = metric == "error"
     summary = order_rows(summary)
     settings, labels = list(summary["setting"].unique()), list(summary["label"].unique())
@@ -132,6 +152,11 @@ def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool
     title = f"Top-1 {'error' if error else 'accuracy'} (%), {over}; best per column in bold"
     rows += [[label, *ref_cells] for label, ref_cells in references.items()]
     columns = ["method", *settings]
+    best_cells = {(row["label"], row["setting"]): _best_epoch_cell(row, error) for _, row in summary.iterrows()}
+    for i in reversed(range(len(settings)) if best_epoch else ()):  # from the right: no shifts
+        columns.insert(i + 2, BEST_EPOCH_COLUMN + (f" ({settings[i]})" if len(settings) > 1 else ""))
+        for j, row in enumerate(rows):
+            row.insert(i + 2, best_cells.get((labels[j], settings[i]), Cell(None)) if j < len(labels) else Cell(None))
     for i in reversed(range(len(settings)) if differences is not None else ()):  # from the right: no shifts
         columns.insert(i + 2, f"Δ vs {reference}" + (f" ({settings[i]})" if len(settings) > 1 else ""))
         for j, row in enumerate(rows):  # published rows (after ours) have no runs to pair

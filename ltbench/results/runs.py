@@ -36,6 +36,10 @@ DATASET_NAMES = {"cifar10-lt": "CIFAR-10-LT", "cifar100-lt": "CIFAR-100-LT", "im
                  "fashion-mnist-lt": "Fashion-MNIST-LT"}
 SETTING = ["dataset", "imbalance", "profile"]
 GROUP_KEYS = ["label", "base", "method", "setting", *SETTING, "backbone", "recipe", "recipe_name"]
+# the final stage's best epoch by test top-1 (metrics.json best_epoch_on_test, runs with --log-test-acc): what
+# the references report; `table --best-epoch` shows it, labelled as a choice made on the test set
+BEST_ON_TEST = "best_test_acc"
+VALUES = (*METRICS, BEST_ON_TEST)
 _MISSING = object()
 
 
@@ -95,6 +99,8 @@ def _row(record: RunRecord) -> dict:
            "seed": config["seed"], "run_key": metrics.get("run_key")}
     row["setting"] = setting_name(row["dataset"], row["imbalance"], row["profile"])
     row.update({m: metrics.get(m) for m in METRICS})
+    best = metrics.get("best_epoch_on_test")
+    row[BEST_ON_TEST] = best.get("test_acc") if isinstance(best, dict) and _is_number(best.get("test_acc")) else None
     row.update({g: metrics["group_sizes"][g] for g in GROUPS})
     return row
 
@@ -136,7 +142,7 @@ def load_runs(results: str | Path, filters: dict[str, list[str]] | None = None,
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    df[list(METRICS)] = df[list(METRICS)].astype(float)  # None (an empty shot group) -> NaN
+    df[list(VALUES)] = df[list(VALUES)].astype(float)  # None (an empty shot group) -> NaN
     return newest_per_seed(add_labels(df), warn)
 
 
@@ -150,6 +156,10 @@ def newest_per_seed(df: pd.DataFrame, warn: Callable[[str], None]) -> pd.DataFra
         warn(f"skipped {run.path}: {run.label}, {run.setting}, seed {run.seed} ran again later; "
              f"tables count the newest run of a seed")
     return df.drop(index=by_name.index[older]).reset_index(drop=True)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _most_common(values: list):
@@ -210,12 +220,14 @@ def add_labels(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per group: ``<metric>_mean``, ``<metric>_std`` (ddof=1, NaN for one seed), ``seeds`` and
-    ``options`` (those its runs share)."""
+    """One row per group: ``<metric>_mean``, ``<metric>_std`` (ddof=1, NaN for one seed), ``seeds``,
+    ``options`` (those its runs share) and ``best_test_acc_seeds``, how many of them logged their best epoch on
+    test."""
     grouped = df.groupby(GROUP_KEYS, dropna=False, sort=False)
-    stats = grouped[list(METRICS)].agg(["mean", "std"])
+    stats = grouped[list(VALUES)].agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats["seeds"] = grouped.size()
+    stats[f"{BEST_ON_TEST}_seeds"] = grouped[BEST_ON_TEST].count()
     for group in GROUPS:
         stats[group] = grouped[group].first()
     stats["options"] = grouped["options"].agg(common_options)

@@ -9,7 +9,7 @@ from typing import Callable
 from ..errors import ConfigError
 from .cells import Cell, Difference, Table
 from .compare import compare_runs, comparison_note
-from .layout import EXTRA_COLUMNS, long_table, paper_table
+from .layout import BEST_EPOCH_NOTE, EXTRA_COLUMNS, long_table, paper_table
 from .render import FORMATS, output_format, render, to_rich, write_table
 from .runs import load_finished_runs, load_runs, summarize
 from .significance import REPLICATES
@@ -24,9 +24,9 @@ __all__ = ["Cell", "Difference", "FORMATS", "LAYOUTS", "TABLE_METRICS", "Table",
 def build_table(results: str | Path, layout: str = "paper", metric: str = "acc", filters: list[str] | None = None,
                 with_reference: bool = False, warn: Callable[[str], None] = warnings.warn,
                 extra: list[str] | None = None, compare_to: str | None = None,
-                replicates: int = REPLICATES) -> Table:
+                replicates: int = REPLICATES, best_epoch: bool = False) -> Table:
     """Scan, aggregate and lay out the runs of one results folder (with ``compare_to``: and the difference of
-    each row to that method, with its interval)."""
+    each row to that method, with its interval; with ``best_epoch``: and the best epoch on test, labelled)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown table layout '{layout}' (choose {', '.join(LAYOUTS)})")
     if metric not in TABLE_METRICS:
@@ -43,9 +43,10 @@ def build_table(results: str | Path, layout: str = "paper", metric: str = "acc",
     summary = summarize(runs)
     differences = compare_runs(runs, compare_to, replicates) if compare_to else None
     if layout == "paper":
-        table = paper_table(summary, metric, with_reference, differences, compare_to)
+        table = paper_table(summary, metric, with_reference, differences, compare_to, best_epoch)
     else:
-        table = long_table(summary, metric, with_reference, tuple(dict.fromkeys(extra or ())), differences, compare_to)
-    if compare_to:
-        table.note = comparison_note(compare_to, replicates, metric == "error")
+        table = long_table(summary, metric, with_reference, tuple(dict.fromkeys(extra or ())), differences, compare_to,
+                           best_epoch)
+    notes = [comparison_note(compare_to, replicates, metric == "error")] if compare_to else []
+    table.note = " ".join(notes + ([BEST_EPOCH_NOTE] if best_epoch else []))
     return table

@@ -1,6 +1,7 @@
 """Where a sweep's runs execute: in this process (--jobs 1), a pool of spawned workers sharing the cores
-(--jobs N, CoreShare), or one submitit job per run (slurm). Each backend's ``submit(config)`` returns a job
-with ``done()`` and ``result()`` (the summary the sweep prints)."""
+(--jobs N, CoreShare), or one submitit job per run (slurm, ``RunJob``: requeued when it reaches its time
+limit). Each backend's ``submit(config)`` returns a job with ``done()`` and ``result()`` (the summary the
+sweep prints)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +13,8 @@ from pathlib import Path
 from ..config import RunConfig
 from ..engine.progress import Reporter
 from ..errors import ConfigError
+from ..files import read_json
+from ..record import CONFIG_FILE, METRICS_FILE
 
 
 def _summary(metrics: dict) -> dict:
@@ -112,11 +115,13 @@ class SerialBackend:
         self.reporter = reporter
 
     def submit(self, config: dict) -> _Finished:
-        from ..engine.interrupt import RunInterrupted
+        from ..engine.interrupt import RunInterrupted, TimeLimitReached
         from ..engine.runner import execute
 
         try:
             return _Finished(_summary(execute(RunConfig(**config), self.reporter)))
+        except TimeLimitReached as exc:  # the sweep starts no further run and says so (execute.schedule)
+            return _Finished(error=exc)
         except RunInterrupted:  # Ctrl-C or SIGTERM stops the sweep, not just this run
             raise
         except Exception as exc:  # noqa: BLE001  one failed run must not stop the sweep
@@ -162,6 +167,41 @@ class SlurmOptions:
     mem_gb: int | None = None
 
 
+class RunJob:
+    """A submitit job that runs one sweep run (its config, with its run name: ``plan_sweep`` names it).
+
+    ``checkpoint`` is submitit's requeue hook (submitit/helpers.py ``Checkpointable``; called by
+    core/job_environment.py's SignalHandler): when SLURM signals the job before its time limit (submitit
+    asks for USR2 ``signal_delay_s`` = 90 s ahead) or preempts it, submitit calls ``checkpoint`` with the
+    job's arguments and requeues what it returns: this run again, with ``resume``, which continues from its
+    last checkpoint (saved at every epoch end), on whichever node the job lands next.
+    """
+
+    def __call__(self, config: dict) -> dict:
+        config = {**config, "deadline": None}  # the job's budget is its slurm time limit, not the sweep's
+        name = config.get("run_name")
+        if config.get("resume") and name:
+            run_dir = Path(config["out"]) / "runs" / name
+            if (run_dir / METRICS_FILE).is_file():  # it finished just before the signal
+                return _summary(read_json(run_dir / METRICS_FILE))
+            if not (run_dir / CONFIG_FILE).is_file():  # requeued before its folder was written: start it
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only when empty
+                config["resume"] = False
+        return run_one(config)
+
+    def checkpoint(self, config: dict):
+        """The same run, resumed (None, not requeued, for a run without a name: its folder is unknown)."""
+        from submitit.helpers import DelayedSubmission
+
+        if not config.get("run_name"):
+            return None
+        return DelayedSubmission(RunJob(), {**config, "resume": True})
+
+
+MAX_TIMEOUT_REQUEUES = 50  # submitit's default is 3: a 200-epoch stage may span more slurm time limits
+
+
 class SubmititBackend:
     """One submitit job per run (slurm, or submitit's local/debug executors for tests)."""
 
@@ -170,7 +210,8 @@ class SubmititBackend:
             import submitit
         except ImportError:
             raise ConfigError("the slurm executor needs submitit: pip install 'ltbench[slurm]'") from None
-        self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
+                                              slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES)
         parameters = {"name": f"ltbench-{name}", "timeout_min": options.timeout_min,
                       "gpus_per_node": options.gpus_per_job, "cpus_per_task": options.cpus_per_job}
         if options.mem_gb:
@@ -180,4 +221,4 @@ class SubmititBackend:
         self.executor.update_parameters(**parameters)
 
     def submit(self, config: dict):
-        return self.executor.submit(run_one, config)
+        return self.executor.submit(RunJob(), config)

@@ -1,5 +1,6 @@
 """Running a planned sweep: start runs as backends free up, never two that would train the same stage at
-once, report each as it finishes, and fail at the end if any failed (docs/sweeps.md)."""
+once, report each as it finishes, and fail at the end if any failed (docs/sweeps.md). A run stopped by the
+time limit (--time-limit) starts no further run; the sweep then exits with status 75."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +9,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable
 
+from ..engine import interrupt
+from ..engine.interrupt import TimeLimitReached
 from ..engine.store import RunStore
 from ..errors import ConfigError, LTBenchError
 from .backends import PoolBackend, SerialBackend, SlurmOptions, SubmititBackend
@@ -43,11 +46,18 @@ def schedule(runs: list[SweepRun], backend, store: RunStore, jobs: int, log: Cal
     """Start runs, at most ``jobs`` at once, the most remaining work first (ties: in plan order), so that
     short runs fill the gaps at the end instead of a long one running last while workers idle; never one that
     needs a stage another running run is still training (it starts once that stage's artifact exists).
-    Returns (runs done, labels of failed runs)."""
-    pending, running, failed, done = list(runs), [], [], 0
+    Returns (runs done, labels of failed runs). Once a run stopped by its time limit, or the limit passed,
+    no run starts: TimeLimitReached when the runs in progress have stopped."""
+    pending, running, failed, stopped, done = list(runs), [], [], [], 0
     while pending or running:
+        now = interrupt.clock()
+        out_of_time = bool(stopped) or any(run.config.deadline is not None and now >= run.config.deadline
+                                           for run in pending)
+        if out_of_time and not running:
+            break
         busy = set().union(*(run.uncached(store) for run, _ in running))
-        candidates = [(run, run.uncached(store)) for run in pending] if len(running) < jobs else []
+        may_start = len(running) < jobs and not out_of_time
+        candidates = [(run, run.uncached(store)) for run in pending] if may_start else []
         for run, needs in sorted(candidates, key=lambda item: -item[0].work_of(item[1])):  # longest first
             if len(running) >= jobs:
                 break
@@ -64,6 +74,10 @@ def schedule(runs: list[SweepRun], backend, store: RunStore, jobs: int, log: Cal
             running.remove((run, job))
             try:
                 summary = job.result()
+            except TimeLimitReached as exc:  # its checkpoint is saved: the same sweep resumes it
+                stopped.append(run.label)
+                log(f"stopped {run.label}: {failure_line(exc)}")
+                continue
             except Exception as exc:  # noqa: BLE001  reported, counted, and the sweep goes on
                 failed.append(run.label)
                 log(f"FAILED {run.label}: {failure_line(exc)}")
@@ -71,6 +85,11 @@ def schedule(runs: list[SweepRun], backend, store: RunStore, jobs: int, log: Cal
             done += 1
             reused = f", reused {', '.join(summary['reused'])}" if summary["reused"] else ""
             log(f"done   {run.label}: acc {summary['acc']:.2f}{reused} -> runs/{summary['run_name']}")
+    if pending or stopped:
+        failures = f", {len(failed)} failed ({', '.join(failed[:3])})" if failed else ""
+        raise TimeLimitReached(f"stopped by the time limit: {done} run(s) done, {len(stopped)} stopped at an epoch "
+                               f"boundary with a checkpoint, {len(pending)} not started{failures}; continue with the "
+                               f"same `ltbench sweep` command: it resumes stopped runs and skips finished ones")
     return done, failed
 
 
@@ -97,6 +116,8 @@ def run_sweep(suite: Suite, runs: list[SweepRun], results: str | Path, executor:
         jobs = jobs or len(todo) or 1
     try:
         done, failed = schedule(todo, backend, RunStore(results), jobs, log, poll_s)
+    except TimeLimitReached:  # its message says how to continue the sweep
+        raise
     except RunInterrupted as exc:  # its message says how to resume that run; a new sweep does it too
         exc.args = (f"{exc}; or run the sweep again: it resumes unfinished runs and skips finished ones",)
         raise

@@ -68,10 +68,12 @@ def check_executor(executor: str) -> None:
 
 
 def plan_sweep(suite: Suite, results: str | Path, executor: str = "local",
-               retrain_before: float | None = None) -> list[SweepRun]:
+               retrain_before: float | None = None, deadline: float | None = None) -> list[SweepRun]:
     """Plan every run (no training), mark finished and duplicate ones; the most work to do first.
-    ``retrain_before`` (--retrain): run everything again, reusing no stage artifact older than that time."""
-    from ..engine.plan import plan_run
+    ``retrain_before`` (--retrain): run everything again, reusing no stage artifact older than that time.
+    ``deadline`` (--time-limit): every run stops at an epoch boundary before it. A submitit job gets its run
+    folder's name here, so that a job requeued after its time limit continues that folder (``RunJob``)."""
+    from ..engine.plan import default_run_name, plan_run
 
     check_executor(executor)
     if executor == "slurm":
@@ -83,8 +85,9 @@ def plan_sweep(suite: Suite, results: str | Path, executor: str = "local",
     (finished, unfinished), seen, runs = scan_runs(results), {}, []
     if retrain_before is not None:
         finished, unfinished = {}, {}
+    names = {p.name for p in RunStore(results).runs.glob("*")} if executor != "local" else set()
     for label, config in suite.runs:
-        config = dataclasses.replace(config, retrain_before=retrain_before)
+        config = dataclasses.replace(config, retrain_before=retrain_before, deadline=deadline)
         try:
             plan = plan_run(config)
         except LTBenchError as exc:  # e.g. an imbalance factor the data set cannot give: say which run of which file
@@ -95,6 +98,14 @@ def plan_sweep(suite: Suite, results: str | Path, executor: str = "local",
                        {key: stage_work(stage) for stage, key in zip(plan.stages, plan.keys)})
         if not run.done and plan.run_key in unfinished:  # an interrupted sweep: continue that run, not a new one
             run.config = dataclasses.replace(config, run_name=unfinished[plan.run_key], resume=True)
+        elif executor != "local" and not config.run_name:
+            name = base = default_run_name(config, plan)
+            for copy in range(2, len(names) + 3):  # two runs planned within one millisecond
+                if name not in names:
+                    break
+                name = f"{base}-{copy}"
+            names.add(name)
+            run.config = dataclasses.replace(config, run_name=name)
         runs.append(run)
         seen.setdefault(plan.run_key, label)
     first_seen: dict[str, int] = {}
