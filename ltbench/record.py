@@ -20,6 +20,14 @@ from .files import read_json
 
 SCHEMA_VERSION = 1  # version 0: no schema_version written (folders from before this module)
 
+# What ltbench computes for one configuration, versioned: bumped when a change moves the numbers that existing
+# settings give, so tables never pool or compare runs across it (the recipe column names an older version).
+# 1: up to commit 61f1414 (no "numerics" in config.json): the rate evaluated per step at the step's end, a short
+#    last batch per epoch, mixup/MiSLAS on BagofTricks-LT's stage-1 schedule, cb/drw beta 0.9999 everywhere.
+# 2: the references' per-epoch rate (last_epoch = e + 1) and whole batches only (#28 item 7), MiSLAS' own stage-1
+#    schedule for mixup/mislas (#28 item 6), BagofTricks-LT's per-data-set cb/drw settings (#28 item 5).
+NUMERICS_VERSION = 2
+
 CONFIG_FILE = "config.json"  # written when the run starts
 METRICS_FILE = "metrics.json"  # written last: a finished run
 PER_CLASS_FILE = "per_class.csv"
@@ -77,6 +85,12 @@ class RunRecord:
     @property
     def run_key(self) -> str | None:
         return (self.metrics if self.metrics is not None else self.config).get("run_key")
+
+    @property
+    def numerics(self) -> int:
+        """NUMERICS_VERSION of the code that made the run (1 for runs that do not record it)."""
+        version = self.config.get("numerics", 1)
+        return version if isinstance(version, int) and not isinstance(version, bool) else 1
 
     @property
     def method_options(self) -> dict:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ltbench.cli import app
 from ltbench.files import write_json
-from ltbench.record import CONFIG_FILE, METRICS_FILE, RunRecord
+from ltbench.record import CONFIG_FILE, METRICS_FILE, NUMERICS_VERSION, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def make_run(results: Path, name: str, method: str = "ce", seed: int = 0, acc: f
         "method": method, "method_options": options or {}, "dataset": dataset, "imbalance": imbalance,
         "profile": "exp", "backbone": backbone, "recipe": recipe, "seed": seed, "precision": "fp32",
         "epochs": None, "stage2_epochs": None, "batch_size": None, "lr": None, "stage2_lr": None,
-        "run_key": f"key-{name}", **config}, {
+        "run_key": f"key-{name}", "numerics": NUMERICS_VERSION, **config}, {
         "acc": acc, "many_acc": acc + 10, "medium_acc": acc - 10 if sizes["medium"] else None,
         "few_acc": acc - 30 if sizes["few"] else None, "ece": ece, "nll": 1.0, "wrong_confidence": 0.7,
         "balanced_acc": acc, "group_sizes": sizes, "feature_compactness": 0.5, "stages": [],

@@ -25,7 +25,7 @@ from ..method import create_method
 from ..metrics import classification_metrics
 from ..files import (append_jsonl, file_size, read_json, remove_temp_files, truncate, write_error, write_json, write_npz,
                      write_text)
-from ..record import METRICS_FILE, PER_CLASS_FILE, TEST_LOGITS_FILE, config_json, metrics_json
+from ..record import METRICS_FILE, NUMERICS_VERSION, PER_CLASS_FILE, TEST_LOGITS_FILE, config_json, metrics_json
 from .checkpoint import (CheckpointError, ResumePoint, checkpoint_dir, load_checkpoint, load_state, save_checkpoint,
                          save_state)
 from .distributed import Distributed
@@ -280,6 +280,7 @@ def resolved_config(plan: Plan, run_name: str, world: int = 1) -> dict:
         stages=[{"name": s.name, "key": k, **s.spec()} for s, k in zip(plan.stages, plan.keys)],
         data=data_info, class_counts=plan.data.class_counts.tolist(), notices=plan.notices,
         reported_epoch="last",  # the model after the last epoch; never a best epoch chosen on the test set
+        numerics=NUMERICS_VERSION,  # tables never pool runs of two versions (ltbench.record)
         versions=_versions(), git_commit=_git_commit(), host=socket.gethostname(), command=sys.argv,
         created=dt.datetime.now().isoformat(timespec="seconds"), torch_threads=torch.get_num_threads(),
     )

@@ -26,7 +26,8 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import ConfigError, NotFoundError
-from ..record import GROUPS, METRICS, METRICS_FILE, RecordError, RunRecord, is_finished, read, run_folders
+from ..record import (GROUPS, METRICS, METRICS_FILE, NUMERICS_VERSION, RecordError, RunRecord, is_finished, read,
+                      run_folders)
 
 PUBLISHED_RECIPES = ("paper", "imagenet")
 SCHEDULE_OVERRIDES = ("epochs", "stage2_epochs", "batch_size", "lr", "stage2_lr")
@@ -90,6 +91,8 @@ def compact_options(options: dict) -> str:
 def _row(record: RunRecord) -> dict:
     folder, config, metrics = record.folder, record.config, record.metrics
     overrides = {k: config[k] for k in SCHEDULE_OVERRIDES if config.get(k) is not None}
+    if record.numerics != NUMERICS_VERSION:  # another version's numbers: its own group, labelled
+        overrides["numerics"] = record.numerics
     row = {"run": folder.name, "path": str(folder), "method": config["method"],
            "options": record.method_options, "method_defaults": record.method_defaults,
            "dataset": config["dataset"],

@@ -361,3 +361,17 @@ def test_published_numbers_are_the_current_gallery_and_name_their_source():
     assert (c10[("MiSLAS README", "MiSLAS")].acc, c10[("MiSLAS paper (CVPR slides)", "MiSLAS")].acc) == (82.5, 82.1)
     ncm = next(r for r in REFERENCES if r.source == "Kang et al. README" and r.method == "NCM")
     assert (ncm.many_acc, ncm.medium_acc, ncm.few_acc, ncm.acc) == (56.6, 45.3, 28.1, 47.3)
+
+
+def test_runs_of_an_older_numerics_version_are_their_own_labelled_group(tmp_path):
+    """A run made before a change that moved the numbers (no "numerics" in its config.json: version 1) is never
+    averaged with, compared with or set beside the published numbers of runs of the current version."""
+    from ltbench.record import NUMERICS_VERSION
+
+    results = tmp_path / "results"
+    make_run(results, "ce-old", acc=60.0, recipe="cpu", numerics=None)
+    make_run(results, "ce-new", acc=70.0, recipe="cpu", seed=1)
+    summary = summarize(load_runs(results))
+    assert sorted(summary["recipe"]) == ["cpu", "cpu[numerics=1]"] and list(summary["seeds"]) == [1, 1]
+    old = summary[summary["recipe"] == "cpu[numerics=1]"].iloc[0]
+    assert old["acc_mean"] == 60.0 and NUMERICS_VERSION > 1
