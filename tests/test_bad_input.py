@@ -331,6 +331,10 @@ CASES = [
     Case("grid-step-zero", ["--method", "tau-norm", "-o", "grid_step=0"],
          ["method 'tau-norm': option grid_step=0.0 must be in [0.001, 2]"]),
     Case("option-nan", ["--method", "ncm", "-o", "scale=nan"], ["option scale=nan: expected a number"]),
+    Case("option-absurd-width", ["--method", "dasl", "-o", "aux_width=1000000000"],
+         ["method 'dasl': option aux_width=1000000000 must be in [0, 2048]", "`ltbench methods dasl`"]),
+    Case("option-absurd-scale", ["--method", "ncm", "-o", "scale=1e308"],
+         ["method 'ncm': option scale=1e+308 must be in (0, 1000] or -1"]),
     Case("plugin-raises", ["--method", "exploding", "--plugins", "{plugins}"],
          ["unknown method 'exploding'", "{plugins}/exploding.py failed to import", "RuntimeError: boom while importing"]),
     # run folders and names
