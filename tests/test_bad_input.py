@@ -25,7 +25,7 @@ from ltbench import Method, register_dataset
 from ltbench.data.base import Augment
 from ltbench.data.sources import ImageNetLT
 from ltbench.engine.checkpoint import load_state
-from tests.helpers import FAST, invoke
+from tests.helpers import FAST, invoke, read_run
 
 BROKEN_PLUGIN = """
 from ltbench import Method, register_method
@@ -313,6 +313,11 @@ CASES = [
     Case("zero-epochs", ["--epochs", "0"], ["--epochs 0: must be >= 1", "every stage must train"]),
     Case("negative-epochs", ["--epochs", "-1"], ["--epochs -1: must be >= 1"]),
     Case("zero-batch", ["--batch-size", "0"], ["--batch-size 0: must be >= 1"]),
+    Case("data-root-of-no-user", ["--data-root", "~nouser-ltbench-test/data"],
+         ["--data-root ~nouser-ltbench-test/data: cannot expand '~nouser-ltbench-test': there is no user "
+          "'nouser-ltbench-test'", "write the folder out in full"]),
+    Case("results-of-no-user", ["--results", "~nouser-ltbench-test"],
+         ["--results ~nouser-ltbench-test: cannot expand '~nouser-ltbench-test'"]),
     Case("bad-profile", ["--profile", "linear"], ["profile 'linear'", "exp or step"]),
     Case("unknown-recipe", ["--recipe", "smok"], ["unknown recipe 'smok'", "did you mean 'smoke'"]),
     Case("unknown-precision", ["--precision", "fp8"], ["unknown precision 'fp8'"]),
@@ -519,3 +524,18 @@ def test_loading_plugins_writes_nothing_into_their_folder(tmp_path, monkeypatch)
     assert "fine-plugin-test" in registry and any("broken.py failed to import" in p for p in registry.load_errors)
     assert snapshot(tmp_path) == before and not (plugins / "__pycache__").exists()
     assert sys.dont_write_bytecode is False  # restored for everything else
+
+
+def test_a_quoted_tilde_is_expanded_as_a_shell_would(workspace, tmp_path):
+    """`--results '~'` and `--data-root '~/data'` (quoted: the shell leaves them alone) mean the home folder, in
+    every command, and config.json records the real folder."""
+    home = workspace["good"]  # a results folder with a finished run, as $HOME
+    result = invoke("table", "--results", "~", env={"HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    assert "no finished runs" not in result.output and "ce" in result.stdout
+    result = invoke("run", "--method", "ce", *FAST, "--epochs", "1", "--results", "~/tilde", "--run-name", "t",
+                    "--data-root", "~/no-data-needed", env={"HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    config = read_run(tmp_path / "tilde", "t", "config.json")
+    assert config["out"] == str(tmp_path / "tilde") and config["data_root"] == str(tmp_path / "no-data-needed")
+    assert not (Path.cwd() / "~").exists()

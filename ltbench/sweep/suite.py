@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import RunConfig, get_recipe, not_in_suites, setting_problem
 from ..errors import ConfigError, NotFoundError, did_you_mean
+from ..files import expand_user
 
 try:
     import tomllib
@@ -146,8 +147,8 @@ def load_suite(path: str | Path, results: str | Path = "results", data_root: str
     fixed = {k: v for k, v in settings.items() if k not in axes}
     if data_root is not None:  # not part of any key (the data's fingerprint is): finished runs stay finished
         axes.pop("data_root", None)
-        fixed["data_root"] = str(Path(data_root).expanduser().resolve())
-    out = str(Path(results).expanduser().resolve())  # jobs may start in another working directory
+        fixed["data_root"] = str(expand_user(data_root, "--data-root").resolve())
+    out = str(expand_user(results, "--results").resolve())  # jobs may start in another working directory
     runs = []
     for name, method, options in entries:
         for values in product(*axes.values()):
