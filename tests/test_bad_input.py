@@ -160,7 +160,12 @@ def workspace(tmp_path_factory) -> dict:
                        ("imbalance_range", b'methods = ["ce"]\nimbalance = [100, 0.5]\n'),
                        ("option_range", b'methods = ["label-smoothing"]\n[options.label-smoothing]\nepsilon = 2\n'),
                        ("variant_range", b'methods = ["ce"]\n[[variants]]\nname = "tau5"\nmethod = "tau-norm"\n'
-                                         b'options = { tau = 5.0 }\n')]:
+                                         b'options = { tau = 5.0 }\n'),
+                       ("variant_options", b'[[variants]]\nname = "v"\nmethod = "ce"\noptions = 5\n'),
+                       ("variant_name", b'[[variants]]\nname = 5\nmethod = "ce"\n'),
+                       ("variant_method", b'[[variants]]\nname = "v"\nmethod = ["ce"]\n'),
+                       ("deeply_nested", b'methods = ["ce"]\nseeds = ' + b"[" * 50000 + b"]" * 50000 + b"\n"),
+                       ("name_dotdot", b'name = "../../outside"\nmethods = ["ce"]\n')]:
         w[f"suite_{name}"] = suites / f"{name}.toml"
         w[f"suite_{name}"].write_bytes(text)
 
@@ -366,6 +371,16 @@ CASES = [
     Case("suite-variant-out-of-range", ["{suite_variant_range}", "--results", "{out}"],
          ["{suite_variant_range}: [[variants]] 'tau5': method 'tau-norm': option tau=5.0 must be in [0, 2] or -1"],
          command="sweep"),
+    Case("suite-variant-options-not-a-table", ["{suite_variant_options}", "--results", "{out}"],
+         ["{suite_variant_options}: [[variants]] number 1: 'options' must be a table, got 5"], command="sweep"),
+    Case("suite-variant-name-not-a-string", ["{suite_variant_name}", "--results", "{out}"],
+         ["{suite_variant_name}: [[variants]] number 1: 'name' must be a string, got 5"], command="sweep"),
+    Case("suite-variant-method-a-list", ["{suite_variant_method}", "--results", "{out}"],
+         ["{suite_variant_method}: [[variants]] number 1: 'method' must be a string, got ['ce']"], command="sweep"),
+    Case("suite-nested-50000-deep", ["{suite_deeply_nested}", "--results", "{out}"],
+         ["{suite_deeply_nested}: arrays or tables nested too deeply to read"], command="sweep"),
+    Case("suite-name-leaves-results", ["{suite_name_dotdot}", "--results", "{out}"],
+         ["{suite_name_dotdot}: 'name' = '../../outside' must be one folder name"], command="sweep"),
     # tables and plots of damaged results folders
     Case("table-metrics-array", ["--results", "{array_metrics}"],
          ["skipped {array_metrics}/runs/broken: {array_metrics}/runs/broken/metrics.json holds an array, not a JSON "
