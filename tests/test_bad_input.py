@@ -318,6 +318,9 @@ CASES = [
     Case("zero-epochs", ["--epochs", "0"], ["--epochs 0: must be >= 1", "every stage must train"]),
     Case("negative-epochs", ["--epochs", "-1"], ["--epochs -1: must be >= 1"]),
     Case("zero-batch", ["--batch-size", "0"], ["--batch-size 0: must be >= 1"]),
+    Case("batch-larger-than-train-set", ["--method", "ce", "--batch-size", "1000000"],
+         ["--batch-size 1000000 is larger than the training set (483 images of digits-lt)",
+          "--batch-size 483 or less"]),
     Case("data-root-of-no-user", ["--data-root", "~nouser-ltbench-test/data"],
          ["--data-root ~nouser-ltbench-test/data: cannot expand '~nouser-ltbench-test': there is no user "
           "'nouser-ltbench-test'", "write the folder out in full"]),
