@@ -557,3 +557,38 @@ def test_a_quoted_tilde_is_expanded_as_a_shell_would(workspace, tmp_path):
     config = read_run(tmp_path / "tilde", "t", "config.json")
     assert config["out"] == str(tmp_path / "tilde") and config["data_root"] == str(tmp_path / "no-data-needed")
     assert not (Path.cwd() / "~").exists()
+
+
+EXPLODING_LOSS = '''
+import dataclasses
+
+from ltbench import Method, register_method
+
+
+@register_method("exploding-loss")
+class ExplodingLoss(Method):
+    """CE whose loss value is a million times larger in the last epoch, with CE's gradient: a loss that
+    explodes and stays finite, so the loop's NaN check never fires."""
+
+    def stages(self, recipe):
+        return [dataclasses.replace(recipe.representation(), shared=False)]
+
+    def loss(self, out, batch, state):
+        loss = super().loss(out, batch, state)
+        return loss + 1e6 * loss.detach() if state.epoch == state.epochs - 1 else loss
+'''
+
+
+def test_a_run_whose_loss_exploded_but_stayed_finite_is_marked_diverged(workspace, tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "exploding_loss.py").write_text(EXPLODING_LOSS)
+    result = invoke("run", "--method", "exploding-loss", "--plugins", tmp_path / "plugins", *FAST, "--epochs", "2",
+                    "--results", tmp_path / "results", "--run-name", "boom")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: run 'boom' diverged: stage 'representation' ended at a "
+                                                   "training loss of "), result.stderr
+    assert '("diverged": true)' in lines[0] and "lower --lr or --batch-size" in lines[0]
+    metrics = read_run(tmp_path / "results", "boom")
+    assert metrics["diverged"] is True and "a uniform guess costs ln 10" in metrics["diverged_because"]
+    assert "diverged" not in read_run(workspace["out"], "done")  # a run that trained as it should is not marked

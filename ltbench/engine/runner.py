@@ -91,6 +91,9 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
                     else "no checkpoint was saved yet")
             raise WriteError(f"{exc}; {kept}; then continue with: {folder.resume_command()}") from None
     dist.barrier()
+    if metrics.get("diverged"):
+        reporter.warn(f"run '{folder.name}' diverged: {metrics['diverged_because']}; its metrics.json says so "
+                      f"(\"diverged\": true): lower --lr or --batch-size and start a new run")
     reporter.summary(config.method, plan, metrics)
     return metrics
 
