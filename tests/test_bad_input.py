@@ -25,7 +25,7 @@ from ltbench import Method, register_dataset
 from ltbench.data.base import Augment
 from ltbench.data.sources import ImageNetLT
 from ltbench.engine.checkpoint import load_state
-from tests.helpers import FAST, invoke, read_run
+from tests.helpers import FAST, invoke, png_header, read_run
 
 BROKEN_PLUGIN = """
 from ltbench import Method, register_method
@@ -169,6 +169,12 @@ def workspace(tmp_path_factory) -> dict:
         w[f"suite_{name}"] = suites / f"{name}.toml"
         w[f"suite_{name}"].write_bytes(text)
 
+    # CIFAR image folders holding a PNG whose header claims 30000 x 30000 pixels (a decompression bomb)
+    w["bomb"] = root / "bomb"
+    for split in ("train", "test"):
+        for c in range(10):
+            (w["bomb"] / "cifar10" / split / f"class{c}").mkdir(parents=True)
+    (w["bomb"] / "cifar10" / "train" / "class0" / "0.png").write_bytes(png_header(30000, 30000))
     w["plugins"] = root / "plugins"
     w["plugins"].mkdir()
     (w["plugins"] / "exploding.py").write_text(BROKEN_PLUGIN)
@@ -289,6 +295,9 @@ CASES = [
           "LTBENCH_ALLOW_OUTSIDE_ROOT=1"]),
     Case("split-list-dotdot", ["--dataset", "imagenet-lt", "--data-root", "{escape-dotdot}"],
          ["{escape-dotdot}/ImageNet_LT_train.txt:2: '../secret.JPEG' leaves the data root"]),
+    Case("decompression-bomb", ["--dataset", "cifar10-lt", "--data-root", "{bomb}"],
+         ["image {bomb}/cifar10/train/class0/0.png claims 900,000,000 pixels, over the limit of 89,478,485 pixels",
+          "decompression bomb"]),
     # bad data found before training, or during it
     Case("listed-image-missing", ["--dataset", "imagenet-lt", "--data-root", "{missing-image}"],
          ["image {missing-image}/train/n01440764/b.JPEG (listed at {missing-image}/ImageNet_LT_train.txt:2) "

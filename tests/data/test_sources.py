@@ -13,7 +13,7 @@ from ltbench.data.base import ArraySplit, FileSplit
 from ltbench.data.longtail import group_sizes, lt_counts, lt_subset
 from ltbench.errors import DataError
 from ltbench.registry import DATASETS
-from tests.helpers import write_image, write_list, write_split_dataset
+from tests.helpers import png_header, write_image, write_list, write_split_dataset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -326,6 +326,21 @@ def test_image_folder_bad_images_name_the_file(tmp_path):
         source("cifar10-lt").load(tmp_path)
 
 
+@pytest.mark.parametrize("side, pixels", [(30000, "900,000,000"), (10000, "100,000,000")])
+def test_image_folder_decompression_bomb_is_refused_naming_file_and_limit(tmp_path, side, pixels):
+    """A PNG header claiming 30000 x 30000 pixels (Pillow raises past twice its limit) or 10000 x 10000 (Pillow
+    only warns between its limit and twice that, then decodes): both refused before decoding, one line."""
+    write_image_folders(tmp_path, num_classes=10)
+    bomb = tmp_path / "train" / "class3" / "2.png"
+    bomb.write_bytes(png_header(side, side))
+    with pytest.raises(DataError) as err:
+        source("cifar10-lt").load(tmp_path)
+    assert str(err.value) == (f"image {bomb} claims {pixels} pixels, over the limit of 89,478,485 pixels (Pillow's "
+                              f"MAX_IMAGE_PIXELS): a decompression bomb or a mistaken file; replace it with the real "
+                              f"image")
+    assert not any(p.suffix == ".npz" for p in tmp_path.iterdir())  # no cache of a half-decoded folder
+
+
 def test_cifar10_real_image_folders_and_decode_cache(cifar10_folder, monkeypatch):
     monkeypatch.delenv(sources.CACHE_ENV, raising=False)
     cache = cifar10_folder / "ltbench-cifar10-lt.npz"
@@ -515,6 +530,29 @@ def test_an_image_that_cannot_be_decoded_is_one_line_naming_file_and_list_line(t
         assert "\n" not in message and "Traceback" not in message and "worker" not in message, message
         assert message.startswith(f"cannot decode image {tmp_path / 'train/a/1.jpg'}, listed at "
                                   f"{tmp_path / 'Places_LT_train.txt'}:2 (UnidentifiedImageError")
+
+
+def test_a_listed_decompression_bomb_is_one_line_naming_file_list_line_and_limit(tmp_path):
+    """Split-list images are decoded in DataLoader workers during training: a bomb is refused there, before
+    decoding, as one line naming the image, its list line and the limit."""
+    import torch
+
+    from ltbench.data.loaders import FileLoader
+
+    lines = write_split_dataset(tmp_path, ["a", "b"], {"train": 3, "val": 1, "test": 1})
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / f"Places_LT_{split}.txt", lines[split])
+    train = source("places-lt").load(tmp_path).train
+    (tmp_path / "train" / "b" / "1.jpg").write_bytes(png_header(30000, 30000))  # a PNG under a .jpg name: Pillow
+    for workers in (1, 0):                                                        # goes by content
+        loader = FileLoader(train, 2, (0.5,) * 3, (0.5,) * 3, 8, torch.device("cpu"), workers=workers)
+        with pytest.raises(DataError) as err:
+            for _ in loader.batches(2):
+                pass
+        assert str(err.value) == (f"image {tmp_path / 'train/b/1.jpg'}, listed at {tmp_path / 'Places_LT_train.txt'}:5 "
+                                  f"claims 900,000,000 pixels, over the limit of 89,478,485 pixels (Pillow's "
+                                  f"MAX_IMAGE_PIXELS): a decompression bomb or a mistaken file; replace it with the "
+                                  f"real image or remove its line, then start the run again")
 
 
 def splits_file(shared_data: Path, name: str) -> Path:

@@ -33,12 +33,12 @@ def _decode_images(files: list[Path], size: int) -> np.ndarray:
     Pillow (a torchvision dependency) rather than torchvision.io, whose image codecs are deprecated
     since 0.29; 60,000 CIFAR JPEGs take a few seconds either way.
     """
-    from PIL import Image
+    from ..images import open_image
 
     out = np.empty((len(files), size, size, 3), np.uint8)
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:  # a decompression bomb: refused before decoding (ImageTooLarge)
                 if image.size != (size, size):
                     raise DataError(f"{path}: image is {image.size[0]}x{image.size[1]}, expected {size}x{size} "
                                     f"(the image-folder layout holds the original CIFAR images)")
