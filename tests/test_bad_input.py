@@ -601,3 +601,23 @@ def test_a_run_whose_loss_exploded_but_stayed_finite_is_marked_diverged(workspac
     metrics = read_run(tmp_path / "results", "boom")
     assert metrics["diverged"] is True and "a uniform guess costs ln 10" in metrics["diverged_because"]
     assert "diverged" not in read_run(workspace["out"], "done")  # a run that trained as it should is not marked
+
+
+def test_a_damaged_decode_cache_is_rebuilt_with_one_warning_line(tmp_path):
+    """CIFAR image folders whose decode cache was cut to half its bytes: the run decodes again, rewrites it and
+    says so in one warning line (shown with -q too)."""
+    from tests.data.test_sources import write_image_folders
+
+    write_image_folders(tmp_path / "data" / "cifar10")
+    args = ["run", "--method", "ce", "--dataset", "cifar10-lt", "--data-root", tmp_path / "data", "--imbalance", "1",
+            "--val-per-class", "0", "--recipe", "smoke", "--epochs", "1", "--precision", "fp32", "--device", "cpu",
+            "-q", "--results", tmp_path / "results"]
+    assert invoke(*args, "--run-name", "first").exit_code == 0
+    cache = tmp_path / "data" / "cifar10" / "ltbench-cifar10-lt.npz"
+    cache.write_bytes(cache.read_bytes()[:cache.stat().st_size // 2])
+    result = invoke(*args, "--run-name", "second")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"warning: decode cache {cache} is damaged (BadZipFile: File is not a zip file); decoding the "
+                     f"images again and rewriting it"], result.stderr
+    assert np.load(cache)["train_images"].shape == (20, 32, 32, 3)

@@ -73,7 +73,7 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
     store = RunStore(config.out)
     if saved is not None:
         check_plan_unchanged(plan, saved, store.run_dir(config.run_name))
-    for problem in plugin_problems(config):
+    for problem in plugin_problems(config) + plan.data.info.get("warnings", []):  # data: a damaged cache rebuilt
         reporter.warn(problem)
     for notice in plan.notices:
         reporter.log(notice)

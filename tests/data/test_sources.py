@@ -341,6 +341,23 @@ def test_image_folder_decompression_bomb_is_refused_naming_file_and_limit(tmp_pa
     assert not any(p.suffix == ".npz" for p in tmp_path.iterdir())  # no cache of a half-decoded folder
 
 
+def test_a_damaged_decode_cache_is_rebuilt_with_a_note(tmp_path, monkeypatch):
+    """A decode cache cut to half its bytes (a full disk, a killed copy): decoded again and rewritten, with one
+    line saying so (the run prints it as a warning), never a traceback."""
+    monkeypatch.delenv(sources.CACHE_ENV, raising=False)
+    write_image_folders(tmp_path / "cifar10")
+    first = source("cifar10-lt").load(tmp_path)
+    cache = Path(first.info["cache"])
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[:len(whole) // 2])
+    again = source("cifar10-lt").load(tmp_path)
+    assert not again.info["cache_hit"] and np.array_equal(again.train.images, first.train.images)
+    assert again.info["warnings"] == [f"decode cache {cache} is damaged (BadZipFile: File is not a zip file); "
+                                      f"decoding the images again and rewriting it"]
+    third = source("cifar10-lt").load(tmp_path)  # rewritten whole
+    assert third.info["cache_hit"] and "warnings" not in third.info
+
+
 def test_cifar10_real_image_folders_and_decode_cache(cifar10_folder, monkeypatch):
     monkeypatch.delenv(sources.CACHE_ENV, raising=False)
     cache = cifar10_folder / "ltbench-cifar10-lt.npz"

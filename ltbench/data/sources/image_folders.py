@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,16 +66,19 @@ def cache_candidates(name: str, folder: Path) -> list[Path]:
     return [folder / f"ltbench-{name}.npz", user / f"{name}-{digest}.npz"]
 
 
-def _read_cache(paths: list[Path], key: str) -> tuple[Path, dict] | None:
-    """The first cache file made from exactly this file listing (a changed folder is decoded again)."""
+def _read_cache(paths: list[Path], key: str, notes: list[str] | None = None) -> tuple[Path, dict] | None:
+    """The first cache file made from exactly this file listing (a changed folder is decoded again). A damaged
+    one (cut short by a full disk or a killed copy, say) is rebuilt like a stale one, with a line in ``notes``."""
     for path in paths:
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as npz:
                     if str(npz["key"]) == key:
                         return path, {k: npz[k] for k in npz.files}
-            except (OSError, ValueError, KeyError):  # a broken cache is simply rebuilt
-                pass
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
+                if notes is not None:
+                    notes.append(f"decode cache {path} is damaged ({_one_line(exc)}); decoding the images again "
+                                 f"and rewriting it")
     return None
 
 
