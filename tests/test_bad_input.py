@@ -175,6 +175,11 @@ def workspace(tmp_path_factory) -> dict:
         for c in range(10):
             (w["bomb"] / "cifar10" / split / f"class{c}").mkdir(parents=True)
     (w["bomb"] / "cifar10" / "train" / "class0" / "0.png").write_bytes(png_header(30000, 30000))
+    # split lists whose paths stay under the image root, where a symbolic link leads out of it
+    w["escape-symlink"] = root / "escape-symlink"
+    _image(w["escape-symlink"] / "train" / "n01440764" / "a.JPEG", 10)
+    (w["escape-symlink"] / "train" / "n01440764" / "b.JPEG").symlink_to(root / "secret.JPEG")
+    _split_lists(w["escape-symlink"], "ImageNet_LT", ["train/n01440764/a.JPEG 0", "train/n01440764/b.JPEG 0"])
     w["plugins"] = root / "plugins"
     w["plugins"].mkdir()
     (w["plugins"] / "exploding.py").write_text(BROKEN_PLUGIN)
@@ -295,6 +300,9 @@ CASES = [
           "LTBENCH_ALLOW_OUTSIDE_ROOT=1"]),
     Case("split-list-dotdot", ["--dataset", "imagenet-lt", "--data-root", "{escape-dotdot}"],
          ["{escape-dotdot}/ImageNet_LT_train.txt:2: '../secret.JPEG' leaves the data root"]),
+    Case("split-list-symlink-out", ["--dataset", "imagenet-lt", "--data-root", "{escape-symlink}"],
+         ["image {escape-symlink}/train/n01440764/b.JPEG (listed at {escape-symlink}/ImageNet_LT_train.txt:2) is a "
+          "symbolic link", "leads to {root}/secret.JPEG, outside the image root", "LTBENCH_ALLOW_OUTSIDE_ROOT=1"]),
     Case("decompression-bomb", ["--dataset", "cifar10-lt", "--data-root", "{bomb}"],
          ["image {bomb}/cifar10/train/class0/0.png claims 900,000,000 pixels, over the limit of 89,478,485 pixels",
           "decompression bomb"]),

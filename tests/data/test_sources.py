@@ -503,6 +503,60 @@ def test_split_list_paths_leaving_the_data_root_are_refused_unless_allowed(tmp_p
         assert data.train.paths[1] == bad and data.train.fingerprint()
 
 
+def test_allowed_absolute_list_paths_are_followed(tmp_path, monkeypatch):
+    """README: LTBENCH_ALLOW_OUTSIDE_ROOT=1 follows absolute list paths too (images kept on another disk)."""
+    import torch
+
+    from ltbench.data import build_data
+    from ltbench.data.loaders import FileLoader
+
+    root = tmp_path / "data"
+    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    (tmp_path / "elsewhere").mkdir()
+    write_image(tmp_path / "elsewhere" / "0.jpg", 7, 8)
+    for split in ("val", "test"):
+        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    write_list(root / "Places_LT_train.txt", [lines["train"][0], f"{tmp_path / 'elsewhere' / '0.jpg'} 1",
+                                              *lines["train"][1:]])
+    monkeypatch.setenv(sources.OUTSIDE_ROOT_ENV, "1")
+    data = build_data("places-lt", root, None)
+    assert data.fingerprint  # every listed image checked: the absolute one is where the list says
+    loader = FileLoader(data.train, 2, (0.5,) * 3, (0.5,) * 3, 8, torch.device("cpu"), workers=0)
+    assert sum(len(batch["y"]) for batch in loader.batches(2)) == 5
+
+
+def _escaping_links(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Places-LT lists whose paths all stay under the image root, where train/a/link.jpg is a symbolic link to a
+    file outside it and train/linked is a linked folder outside it; plus a link that stays inside."""
+    root = tmp_path / "data"
+    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_image(outside / "0.jpg", 7, 8)
+    (root / "train" / "a" / "link.jpg").symlink_to(outside / "0.jpg")
+    (root / "train" / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "train" / "b" / "inside.jpg").symlink_to(root / "train" / "a" / "0.jpg")
+    for split in ("val", "test"):
+        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    return root, root / "Places_LT_train.txt", outside
+
+
+@pytest.mark.parametrize("listed", ["train/a/link.jpg", "train/linked/0.jpg"])
+def test_a_symbolic_link_leading_out_of_the_image_root_is_refused_unless_allowed(tmp_path, monkeypatch, listed):
+    from ltbench.data import build_data
+
+    root, train_list, outside = _escaping_links(tmp_path)
+    write_list(train_list, ["train/a/0.jpg 0", "train/b/inside.jpg 1", f"{listed} 1"])
+    monkeypatch.delenv(sources.OUTSIDE_ROOT_ENV, raising=False)
+    with pytest.raises(DataError) as err:
+        build_data("places-lt", root, None).fingerprint
+    assert str(err.value) == (f"image {root / listed} (listed at {train_list}:3) is a symbolic link (or in a linked "
+                              f"folder) that leads to {outside / '0.jpg'}, outside the image root {root}; fix the link "
+                              f"or the list, or set LTBENCH_ALLOW_OUTSIDE_ROOT=1 to follow such paths")
+    monkeypatch.setenv(sources.OUTSIDE_ROOT_ENV, "1")  # the user's explicit opt-in
+    assert build_data("places-lt", root, None).fingerprint
+
+
 def test_every_listed_image_is_checked_before_training_with_its_list_line(tmp_path):
     from ltbench.data import build_data
 
@@ -570,6 +624,17 @@ def test_a_listed_decompression_bomb_is_one_line_naming_file_list_line_and_limit
                                   f"claims 900,000,000 pixels, over the limit of 89,478,485 pixels (Pillow's "
                                   f"MAX_IMAGE_PIXELS): a decompression bomb or a mistaken file; replace it with the "
                                   f"real image or remove its line, then start the run again")
+
+
+def test_a_gzip_split_list_without_newlines_is_refused_by_line_length(tmp_path):
+    """A .txt.gz of 16 MiB without a newline (a gzip bomb): read a line at a time with a bound, never whole."""
+    import gzip
+
+    bad = tmp_path / "Places_LT_train.txt.gz"
+    with gzip.open(bad, "wb") as f:
+        f.write(b"train/" + b"a" * (16 * 2**20))
+    with pytest.raises(DataError, match=rf"^{bad}:1: line longer than 4,160 bytes \(a path is at most 4,096\)"):
+        sources.read_split_list(bad)
 
 
 def splits_file(shared_data: Path, name: str) -> Path:
