@@ -5,6 +5,7 @@ declares (a run stopped mid-training keeps its folder and checkpoints), and noth
 docs/reliability.md gives the figures of this table."""
 import errno
 import fnmatch
+import gzip
 import os
 import re
 import shutil
@@ -180,6 +181,18 @@ def workspace(tmp_path_factory) -> dict:
     _image(w["escape-symlink"] / "train" / "n01440764" / "a.JPEG", 10)
     (w["escape-symlink"] / "train" / "n01440764" / "b.JPEG").symlink_to(root / "secret.JPEG")
     _split_lists(w["escape-symlink"], "ImageNet_LT", ["train/n01440764/a.JPEG 0", "train/n01440764/b.JPEG 0"])
+    # MNIST whose train images .gz is a gzip bomb: a valid header, then 8 MiB of zeros
+    w["mnist-bomb"] = root / "mnist-bomb"
+    raw = w["mnist-bomb"] / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + bytes(n))
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + np.asarray([n, 28, 28], ">u4").tobytes()
+                                                          + bytes(n * 28 * 28))
+    with gzip.open(raw / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write((raw / "train-images-idx3-ubyte").read_bytes() + bytes(8 * 2**20))
+    (raw / "train-images-idx3-ubyte").unlink()
+
     w["plugins"] = root / "plugins"
     w["plugins"].mkdir()
     (w["plugins"] / "exploding.py").write_text(BROKEN_PLUGIN)
@@ -306,6 +319,8 @@ CASES = [
     Case("decompression-bomb", ["--dataset", "cifar10-lt", "--data-root", "{bomb}"],
          ["image {bomb}/cifar10/train/class0/0.png claims 900,000,000 pixels, over the limit of 89,478,485 pixels",
           "decompression bomb"]),
+    Case("mnist-gzip-bomb", ["--dataset", "mnist-lt", "--data-root", "{mnist-bomb}"],
+         ["{mnist-bomb}/MNIST/raw/train-images-idx3-ubyte.gz: holds more than its header announces"]),
     # bad data found before training, or during it
     Case("listed-image-missing", ["--dataset", "imagenet-lt", "--data-root", "{missing-image}"],
          ["image {missing-image}/train/n01440764/b.JPEG (listed at {missing-image}/ImageNet_LT_train.txt:2) "

@@ -428,6 +428,57 @@ def test_mnist_truncated_or_foreign_idx_is_a_data_error(tmp_path):
         source("mnist-lt").load(tmp_path)
 
 
+class _CountingReader:
+    """A file object that counts the bytes read through it."""
+
+    def __init__(self, f, counts: list):
+        self.f, self.counts = f, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def read(self, size=-1):
+        data = self.f.read(size)
+        self.counts.append(len(data))
+        return data
+
+
+def test_mnist_gzip_bomb_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    """train-images .gz: a valid header for 30 images, their pixels, then 64 MiB of zeros (64 KiB gzipped):
+    read no further than one byte past what the header announces, refused with one line naming the file."""
+    import gzip
+
+    folder = tmp_path / "MNIST" / "raw"
+    write_mnist(folder)
+    plain = folder / "train-images-idx3-ubyte"
+    bomb = folder / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(plain.read_bytes())
+        for _ in range(64):
+            f.write(bytes(2**20))
+    plain.unlink()
+    counts: list[int] = []
+    real = sources.mnist._open_binary
+    monkeypatch.setattr(sources.mnist, "_open_binary", lambda path: _CountingReader(real(path), counts))
+    with pytest.raises(DataError) as err:
+        source("mnist-lt").load(tmp_path)
+    assert str(err.value) == (f"{bomb}: holds more than its header announces (shape (30, 28, 28): 23,520 bytes of "
+                              f"pixels); delete it and fetch it again")
+    assert sum(counts) <= 16 + 30 * 28 * 28 + 1  # the header, the pixels and one byte: not 64 MiB
+    # a header announcing 2^31 images of 28 x 28: refused from the header, nothing more read
+    with gzip.open(bomb, "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + np.asarray([2**31, 28, 28], ">u4").tobytes() + bytes(1000))
+    counts.clear()
+    with pytest.raises(DataError, match=rf"{bomb}: its header announces shape \(2147483648, 28, 28\) "
+                                        rf"\(1,683,627,180,032 bytes\), more than ltbench reads from one IDX file "
+                                        rf"\(1,073,741,824 bytes"):
+        source("mnist-lt").load(tmp_path)
+    assert sum(counts) == 16
+
+
 # --- split lists: ImageNet-LT, Places-LT, iNat18 -----------------------------------------------------
 
 def test_imagenet_lt_lists_in_splits_folder_images_in_dataset_dir(tmp_path):
