@@ -15,6 +15,7 @@ from rich.text import Text
 from .config import RECIPES, RunConfig, cli_parameter
 from .engine.interrupt import TIME_LIMIT_ENV, TIME_LIMIT_EXIT, deadline_after
 from .errors import ConfigError, LTBenchError
+from .files import expand_user
 
 RECIPE_NAMES = ", ".join(RECIPES)
 DEFAULT = RunConfig()  # the defaults of `ltbench run`'s options that are RunConfig fields
@@ -34,6 +35,7 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
+            _expand_paths(kwargs)
             return command(*args, **kwargs)
         except LTBenchError as exc:
             err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
@@ -43,6 +45,26 @@ def user_errors(command):
             raise typer.Exit(130)
 
     return wrapper
+
+
+def _expand_paths(kwargs: dict) -> None:
+    """Every path parameter with its leading ``~`` expanded as a shell would (``--results '~'`` arrives quoted),
+    also in the click context that ``run`` builds its RunConfig from: config.json records the real folder."""
+    # `run` takes its click context (typer brings its own click: recognised by what it has, not its class)
+    ctx = next((v for v in kwargs.values() if hasattr(v, "params") and hasattr(v, "command")), None)
+    names = {p.name: max(p.opts, key=len) for p in (ctx.command.params if ctx is not None else [])
+             if getattr(p, "param_type_name", "") == "option"}
+    for name, value in kwargs.items():
+        what = names.get(name, f"--{name.replace('_', '-')}")
+        if isinstance(value, Path):
+            value = expand_user(value, what)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Path) for v in value):
+            value = type(value)(expand_user(v, what) for v in value)
+        else:
+            continue
+        kwargs[name] = value
+        if ctx is not None and name in ctx.params:
+            ctx.params[name] = value
 
 
 def parse_options(pairs: list[str] | None) -> dict:

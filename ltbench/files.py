@@ -142,3 +142,21 @@ def truncate(path: Path, size: int) -> None:
 def read_json(path: Path):
     with open(path) as f:
         return json.load(f)
+
+
+def expand_user(path, what: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded as a shell expands it (a quoted ``'~/data'`` or a
+    value from a file or the environment reaches ltbench unexpanded); ConfigError, naming ``what`` (the option
+    or variable that gave it), for a user that does not exist instead of a folder literally named ``~nouser``."""
+    from .errors import ConfigError
+
+    text = os.fspath(path)
+    if not text.startswith("~"):
+        return Path(text)
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):  # no such user (or no home for '~'): os.path leaves it as it was
+        user = text[1:].split("/", 1)[0]
+        whose = f"no user '{user}'" if user else "no home folder ($HOME is unset)"
+        raise ConfigError(f"{what} {text}: cannot expand '~{user}': there is {whose} on this machine; write the "
+                          f"folder out in full")
+    return Path(expanded)

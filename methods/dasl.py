@@ -8,7 +8,6 @@ What the abstract confirms and the reconstruction: docs/protocol.md#dasl. How th
 from __future__ import annotations
 
 import copy
-import math
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -76,8 +75,14 @@ class DaSL(Method):
     choices = {"aux_inputs": ("multi", "last"), "soft_labels": ("sample", "class", "static"),
                "use_in": ("both", "stage1", "stage2"), "distill_direction": ("aux_to_main", "main_to_aux"),
                "aux_stage2": ("retrain", "frozen"), "stage2_bn": ("train", "frozen")}
-    ranges = {"temperature": (0, math.inf, "()"), "lambda_soft": (0, math.inf), "lambda_feat": (0, math.inf),
-              "ramp": (0, 1), "beta": (0, 1), "aux_width": (0, math.inf)}
+    # upper bounds a study of the method stays far inside, so an absurd value is refused before anything is built:
+    # temperature: distillation uses T = 1..20 (Hinton et al. 2015: up to 20); at T = 100 the soft labels of any
+    # realistic logits are uniform already. lambda_*: loss weights are swept over 0.1..10 in distillation and
+    # auxiliary-head work; at 100 the cross-entropy term is a rounding error of the total. aux_width: 0 (auto) or
+    # at most 2048, the widest feature of the references' backbones (ResNet-50/152, ResNeXt-50); the fused
+    # residual block alone has 18 w^2 weights (75M at 2048, three ResNet-50s), so wider is no auxiliary head
+    ranges = {"temperature": (0, 100, "(]"), "lambda_soft": (0, 100), "lambda_feat": (0, 100),
+              "ramp": (0, 1), "beta": (0, 1), "aux_width": (0, 2048)}
     help = {
         "aux_inputs": "multi: fuse the last 3 backbone stage maps; last: the last map only (single-scale ablation)",
         "soft_labels": "sample: online per-sample p_a; class: per-class mean of the previous epoch's correct "

@@ -44,8 +44,10 @@ class LabelAwareSmoothing(Method):
     defaults = {"smooth_head": 0.3, "smooth_tail": 0.0, "shape": "concave", "shift_bn": False, "lr_factor": 0.5,
                 "epochs": 10}
     choices = {"shape": ("concave", "linear", "convex")}
-    ranges = {"smooth_head": (0, 1, "[)"), "smooth_tail": (0, 1, "[)"), "lr_factor": (0, math.inf, "()"),
-              "epochs": (1, math.inf)}
+    # lr_factor: a fraction of the stage's rate (default 0.5); 10 times the stage's rate is already past what
+    # any recipe trains a classifier at. epochs: the recipe's stage 2 (30 epochs at most) caps it anyway
+    ranges = {"smooth_head": (0, 1, "[)"), "smooth_tail": (0, 1, "[)"), "lr_factor": (0, 10, "(]"),
+              "epochs": (1, 1000)}
     help = {"smooth_head": "epsilon of the largest class", "smooth_tail": "epsilon of the smallest class",
             "shape": "how epsilon falls from head to tail with the class count",
             "shift_bn": "re-estimate the frozen backbone's BN statistics on the balanced batches",

@@ -33,7 +33,10 @@ class NCM(Method):
     reference = "facebookresearch/classifier-balancing models/KNNClassifier.py"
     defaults = {"feature_norm": "cl2n", "scale": 1.0}
     choices = {"feature_norm": ("cl2n", "l2")}
-    ranges = {"scale": Range(0, bounds="()", also=(-1,))}
+    # logits are -scale * squared distances of unit vectors (in [0, 4]): the fitted scale's grid tops at 64, and
+    # past 1000 (ldam-drw's bound on its s as well) softmax is one-hot for any distance gap above 0.05; 1e308
+    # would overflow the logits to -inf
+    ranges = {"scale": Range(0, 1000, bounds="(]", also=(-1,))}
     help = {"feature_norm": "cl2n: subtract the train-feature mean, then L2-normalise (the reference); l2: "
                             "L2-normalise only",
             "scale": "multiplies the logits (only confidence changes); 1: none, as the reference; -1: fit it "

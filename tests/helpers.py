@@ -147,6 +147,19 @@ def write_image(path: Path, value: int, size: int) -> None:
     Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path, quality=95)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header claims WIDTH x HEIGHT RGB pixels (a decompression bomb's header:
+    opening it reads the size; only decoding would need the memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
 def write_list(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(f"{line}\n" for line in lines).encode()

@@ -5,6 +5,7 @@ declares (a run stopped mid-training keeps its folder and checkpoints), and noth
 docs/reliability.md gives the figures of this table."""
 import errno
 import fnmatch
+import gzip
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from ltbench import Method, register_dataset
 from ltbench.data.base import Augment
 from ltbench.data.sources import ImageNetLT
 from ltbench.engine.checkpoint import load_state
-from tests.helpers import FAST, invoke
+from tests.helpers import FAST, invoke, png_header, read_run
 
 BROKEN_PLUGIN = """
 from ltbench import Method, register_method
@@ -160,9 +161,37 @@ def workspace(tmp_path_factory) -> dict:
                        ("imbalance_range", b'methods = ["ce"]\nimbalance = [100, 0.5]\n'),
                        ("option_range", b'methods = ["label-smoothing"]\n[options.label-smoothing]\nepsilon = 2\n'),
                        ("variant_range", b'methods = ["ce"]\n[[variants]]\nname = "tau5"\nmethod = "tau-norm"\n'
-                                         b'options = { tau = 5.0 }\n')]:
+                                         b'options = { tau = 5.0 }\n'),
+                       ("variant_options", b'[[variants]]\nname = "v"\nmethod = "ce"\noptions = 5\n'),
+                       ("variant_name", b'[[variants]]\nname = 5\nmethod = "ce"\n'),
+                       ("variant_method", b'[[variants]]\nname = "v"\nmethod = ["ce"]\n'),
+                       ("deeply_nested", b'methods = ["ce"]\nseeds = ' + b"[" * 50000 + b"]" * 50000 + b"\n"),
+                       ("name_dotdot", b'name = "../../outside"\nmethods = ["ce"]\n')]:
         w[f"suite_{name}"] = suites / f"{name}.toml"
         w[f"suite_{name}"].write_bytes(text)
+
+    # CIFAR image folders holding a PNG whose header claims 30000 x 30000 pixels (a decompression bomb)
+    w["bomb"] = root / "bomb"
+    for split in ("train", "test"):
+        for c in range(10):
+            (w["bomb"] / "cifar10" / split / f"class{c}").mkdir(parents=True)
+    (w["bomb"] / "cifar10" / "train" / "class0" / "0.png").write_bytes(png_header(30000, 30000))
+    # split lists whose paths stay under the image root, where a symbolic link leads out of it
+    w["escape-symlink"] = root / "escape-symlink"
+    _image(w["escape-symlink"] / "train" / "n01440764" / "a.JPEG", 10)
+    (w["escape-symlink"] / "train" / "n01440764" / "b.JPEG").symlink_to(root / "secret.JPEG")
+    _split_lists(w["escape-symlink"], "ImageNet_LT", ["train/n01440764/a.JPEG 0", "train/n01440764/b.JPEG 0"])
+    # MNIST whose train images .gz is a gzip bomb: a valid header, then 8 MiB of zeros
+    w["mnist-bomb"] = root / "mnist-bomb"
+    raw = w["mnist-bomb"] / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + bytes(n))
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + np.asarray([n, 28, 28], ">u4").tobytes()
+                                                          + bytes(n * 28 * 28))
+    with gzip.open(raw / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write((raw / "train-images-idx3-ubyte").read_bytes() + bytes(8 * 2**20))
+    (raw / "train-images-idx3-ubyte").unlink()
 
     w["plugins"] = root / "plugins"
     w["plugins"].mkdir()
@@ -284,6 +313,14 @@ CASES = [
           "LTBENCH_ALLOW_OUTSIDE_ROOT=1"]),
     Case("split-list-dotdot", ["--dataset", "imagenet-lt", "--data-root", "{escape-dotdot}"],
          ["{escape-dotdot}/ImageNet_LT_train.txt:2: '../secret.JPEG' leaves the data root"]),
+    Case("split-list-symlink-out", ["--dataset", "imagenet-lt", "--data-root", "{escape-symlink}"],
+         ["image {escape-symlink}/train/n01440764/b.JPEG (listed at {escape-symlink}/ImageNet_LT_train.txt:2) is a "
+          "symbolic link", "leads to {root}/secret.JPEG, outside the image root", "LTBENCH_ALLOW_OUTSIDE_ROOT=1"]),
+    Case("decompression-bomb", ["--dataset", "cifar10-lt", "--data-root", "{bomb}"],
+         ["image {bomb}/cifar10/train/class0/0.png claims 900,000,000 pixels, over the limit of 89,478,485 pixels",
+          "decompression bomb"]),
+    Case("mnist-gzip-bomb", ["--dataset", "mnist-lt", "--data-root", "{mnist-bomb}"],
+         ["{mnist-bomb}/MNIST/raw/train-images-idx3-ubyte.gz: holds more than its header announces"]),
     # bad data found before training, or during it
     Case("listed-image-missing", ["--dataset", "imagenet-lt", "--data-root", "{missing-image}"],
          ["image {missing-image}/train/n01440764/b.JPEG (listed at {missing-image}/ImageNet_LT_train.txt:2) "
@@ -313,6 +350,14 @@ CASES = [
     Case("zero-epochs", ["--epochs", "0"], ["--epochs 0: must be >= 1", "every stage must train"]),
     Case("negative-epochs", ["--epochs", "-1"], ["--epochs -1: must be >= 1"]),
     Case("zero-batch", ["--batch-size", "0"], ["--batch-size 0: must be >= 1"]),
+    Case("batch-larger-than-train-set", ["--method", "ce", "--batch-size", "1000000"],
+         ["--batch-size 1000000 is larger than the training set (483 images of digits-lt)",
+          "--batch-size 483 or less"]),
+    Case("data-root-of-no-user", ["--data-root", "~nouser-ltbench-test/data"],
+         ["--data-root ~nouser-ltbench-test/data: cannot expand '~nouser-ltbench-test': there is no user "
+          "'nouser-ltbench-test'", "write the folder out in full"]),
+    Case("results-of-no-user", ["--results", "~nouser-ltbench-test"],
+         ["--results ~nouser-ltbench-test: cannot expand '~nouser-ltbench-test'"]),
     Case("bad-profile", ["--profile", "linear"], ["profile 'linear'", "exp or step"]),
     Case("unknown-recipe", ["--recipe", "smok"], ["unknown recipe 'smok'", "did you mean 'smoke'"]),
     Case("unknown-precision", ["--precision", "fp8"], ["unknown precision 'fp8'"]),
@@ -331,6 +376,10 @@ CASES = [
     Case("grid-step-zero", ["--method", "tau-norm", "-o", "grid_step=0"],
          ["method 'tau-norm': option grid_step=0.0 must be in [0.001, 2]"]),
     Case("option-nan", ["--method", "ncm", "-o", "scale=nan"], ["option scale=nan: expected a number"]),
+    Case("option-absurd-width", ["--method", "dasl", "-o", "aux_width=1000000000"],
+         ["method 'dasl': option aux_width=1000000000 must be in [0, 2048]", "`ltbench methods dasl`"]),
+    Case("option-absurd-scale", ["--method", "ncm", "-o", "scale=1e308"],
+         ["method 'ncm': option scale=1e+308 must be in (0, 1000] or -1"]),
     Case("plugin-raises", ["--method", "exploding", "--plugins", "{plugins}"],
          ["unknown method 'exploding'", "{plugins}/exploding.py failed to import", "RuntimeError: boom while importing"]),
     # run folders and names
@@ -357,6 +406,16 @@ CASES = [
     Case("suite-variant-out-of-range", ["{suite_variant_range}", "--results", "{out}"],
          ["{suite_variant_range}: [[variants]] 'tau5': method 'tau-norm': option tau=5.0 must be in [0, 2] or -1"],
          command="sweep"),
+    Case("suite-variant-options-not-a-table", ["{suite_variant_options}", "--results", "{out}"],
+         ["{suite_variant_options}: [[variants]] number 1: 'options' must be a table, got 5"], command="sweep"),
+    Case("suite-variant-name-not-a-string", ["{suite_variant_name}", "--results", "{out}"],
+         ["{suite_variant_name}: [[variants]] number 1: 'name' must be a string, got 5"], command="sweep"),
+    Case("suite-variant-method-a-list", ["{suite_variant_method}", "--results", "{out}"],
+         ["{suite_variant_method}: [[variants]] number 1: 'method' must be a string, got ['ce']"], command="sweep"),
+    Case("suite-nested-50000-deep", ["{suite_deeply_nested}", "--results", "{out}"],
+         ["{suite_deeply_nested}: arrays or tables nested too deeply to read"], command="sweep"),
+    Case("suite-name-leaves-results", ["{suite_name_dotdot}", "--results", "{out}"],
+         ["{suite_name_dotdot}: 'name' = '../../outside' must be one folder name"], command="sweep"),
     # tables and plots of damaged results folders
     Case("table-metrics-array", ["--results", "{array_metrics}"],
          ["skipped {array_metrics}/runs/broken: {array_metrics}/runs/broken/metrics.json holds an array, not a JSON "
@@ -515,3 +574,73 @@ def test_loading_plugins_writes_nothing_into_their_folder(tmp_path, monkeypatch)
     assert "fine-plugin-test" in registry and any("broken.py failed to import" in p for p in registry.load_errors)
     assert snapshot(tmp_path) == before and not (plugins / "__pycache__").exists()
     assert sys.dont_write_bytecode is False  # restored for everything else
+
+
+def test_a_quoted_tilde_is_expanded_as_a_shell_would(workspace, tmp_path):
+    """`--results '~'` and `--data-root '~/data'` (quoted: the shell leaves them alone) mean the home folder, in
+    every command, and config.json records the real folder."""
+    home = workspace["good"]  # a results folder with a finished run, as $HOME
+    result = invoke("table", "--results", "~", env={"HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    assert "no finished runs" not in result.output and "ce" in result.stdout
+    result = invoke("run", "--method", "ce", *FAST, "--epochs", "1", "--results", "~/tilde", "--run-name", "t",
+                    "--data-root", "~/no-data-needed", env={"HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    config = read_run(tmp_path / "tilde", "t", "config.json")
+    assert config["out"] == str(tmp_path / "tilde") and config["data_root"] == str(tmp_path / "no-data-needed")
+    assert not (Path.cwd() / "~").exists()
+
+
+EXPLODING_LOSS = '''
+import dataclasses
+
+from ltbench import Method, register_method
+
+
+@register_method("exploding-loss")
+class ExplodingLoss(Method):
+    """CE whose loss value is a million times larger in the last epoch, with CE's gradient: a loss that
+    explodes and stays finite, so the loop's NaN check never fires."""
+
+    def stages(self, recipe):
+        return [dataclasses.replace(recipe.representation(), shared=False)]
+
+    def loss(self, out, batch, state):
+        loss = super().loss(out, batch, state)
+        return loss + 1e6 * loss.detach() if state.epoch == state.epochs - 1 else loss
+'''
+
+
+def test_a_run_whose_loss_exploded_but_stayed_finite_is_marked_diverged(workspace, tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "exploding_loss.py").write_text(EXPLODING_LOSS)
+    result = invoke("run", "--method", "exploding-loss", "--plugins", tmp_path / "plugins", *FAST, "--epochs", "2",
+                    "--results", tmp_path / "results", "--run-name", "boom")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: run 'boom' diverged: stage 'representation' ended at a "
+                                                   "training loss of "), result.stderr
+    assert '("diverged": true)' in lines[0] and "lower --lr or --batch-size" in lines[0]
+    metrics = read_run(tmp_path / "results", "boom")
+    assert metrics["diverged"] is True and "a uniform guess costs ln 10" in metrics["diverged_because"]
+    assert "diverged" not in read_run(workspace["out"], "done")  # a run that trained as it should is not marked
+
+
+def test_a_damaged_decode_cache_is_rebuilt_with_one_warning_line(tmp_path):
+    """CIFAR image folders whose decode cache was cut to half its bytes: the run decodes again, rewrites it and
+    says so in one warning line (shown with -q too)."""
+    from tests.data.test_sources import write_image_folders
+
+    write_image_folders(tmp_path / "data" / "cifar10")
+    args = ["run", "--method", "ce", "--dataset", "cifar10-lt", "--data-root", tmp_path / "data", "--imbalance", "1",
+            "--val-per-class", "0", "--recipe", "smoke", "--epochs", "1", "--precision", "fp32", "--device", "cpu",
+            "-q", "--results", tmp_path / "results"]
+    assert invoke(*args, "--run-name", "first").exit_code == 0
+    cache = tmp_path / "data" / "cifar10" / "ltbench-cifar10-lt.npz"
+    cache.write_bytes(cache.read_bytes()[:cache.stat().st_size // 2])
+    result = invoke(*args, "--run-name", "second")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"warning: decode cache {cache} is damaged (BadZipFile: File is not a zip file); decoding the "
+                     f"images again and rewriting it"], result.stderr
+    assert np.load(cache)["train_images"].shape == (20, 32, 32, 3)

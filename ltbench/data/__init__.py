@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..files import expand_user
 from ..registry import DATASETS
 from .base import ArraySplit, Augment, DatasetSource, FileSplit, Sources  # noqa: F401
 from .longtail import balanced_val_split, group_sizes, lt_subset, shot_groups
@@ -21,7 +22,8 @@ DATA_ROOT_ENV = "LTBENCH_DATA"
 def default_data_root() -> Path:
     import os
 
-    return Path(os.environ.get(DATA_ROOT_ENV, Path.home() / "data"))
+    return expand_user(os.environ[DATA_ROOT_ENV], f"${DATA_ROOT_ENV}") if os.environ.get(DATA_ROOT_ENV) \
+        else Path.home() / "data"
 
 
 def get_source(name: str) -> DatasetSource:
@@ -83,7 +85,7 @@ def build_data(dataset: str, data_root: str | Path | None, imbalance: float | No
                subset_seed: int = 0, val_per_class: int | None = None, download: bool = False) -> DataBundle:
     """Load a source and apply the LDAM-DRW long-tail rule (docs/protocol.md) with its validation split."""
     source = get_source(dataset)
-    root = Path(data_root).expanduser() if data_root else default_data_root()
+    root = expand_user(data_root, "--data-root") if data_root else default_data_root()
     sources = source.load(root, download=download)
     info = dict(sources.info)
     if source.long_tailed_pool:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+OUTSIDE_ROOT_ENV = "LTBENCH_ALLOW_OUTSIDE_ROOT"  # "1": follow list paths that leave the image root
+
 
 @dataclass
 class ArraySplit:
@@ -40,13 +42,17 @@ class FileSplit:
     labels: np.ndarray  # int64 [N]
     list_file: Path | None = None
     lines: np.ndarray | None = None  # int64 [N]: the list line of each path (error messages)
+    # False: every image must resolve (symbolic links followed) to a file under ``root``; True: the user allowed
+    # paths elsewhere ($LTBENCH_ALLOW_OUTSIDE_ROOT=1), absolute ones included
+    outside_root: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> "FileSplit":
         lines = self.lines[indices] if self.lines is not None else None
-        return FileSplit(self.root, [self.paths[i] for i in indices], self.labels[indices], self.list_file, lines)
+        return FileSplit(self.root, [self.paths[i] for i in indices], self.labels[indices], self.list_file, lines,
+                         self.outside_root)
 
     def where(self, index: int) -> str:
         """'list.txt:12' (or the list alone, or nothing): where path ``index`` was listed."""
@@ -54,21 +60,44 @@ class FileSplit:
             return ""
         return f"{self.list_file}:{int(self.lines[index])}" if self.lines is not None else str(self.list_file)
 
+    def _listed(self, index: int) -> str:
+        return f" (listed at {self.where(index)})" if self.list_file else ""
+
     def _stats(self):
         """os.stat of every listed image: one stat per file (no decoding); DataError naming the image and its
-        list line for one that is missing or not a file, before anything trains."""
+        list line for one that is missing or not a file, before anything trains. Unless ``outside_root``, also
+        for one whose real path (symbolic links resolved: the file's own, or a linked folder on its way) lies
+        outside the image root: the list's text stays under the root, a link inside the root must not lead out.
+        A file that is no link costs nothing more (lstat is its stat); each folder is resolved once."""
         from ..errors import DataError
 
         prefix = f"{self.root}{os.sep}"
+        root = os.path.realpath(self.root)
+        inside = root.rstrip(os.sep) + os.sep
+        folders: dict[str, str] = {}  # listed folder -> its real path
         for index, path in enumerate(self.paths):
+            full = path if os.path.isabs(path) else prefix + path  # absolute: only with outside_root
             try:
-                info = os.stat(prefix + path)
+                info = os.lstat(full)
+                real = None
+                if stat.S_ISLNK(info.st_mode):
+                    real = os.path.realpath(full)
+                    info = os.stat(full)
             except OSError:
                 info = None
             if info is None or not stat.S_ISREG(info.st_mode):
-                where = f" (listed at {self.where(index)})" if self.list_file else ""
                 what = "does not exist" if info is None else "is not a file"
-                raise DataError(f"image {prefix + path}{where} {what}; fix the list or the data root")
+                raise DataError(f"image {full}{self._listed(index)} {what}; fix the list or the data root")
+            if not self.outside_root:
+                if real is None:
+                    folder, name = os.path.split(full)
+                    if folder not in folders:
+                        folders[folder] = os.path.realpath(folder)
+                    real = os.path.join(folders[folder], name)
+                if not real.startswith(inside):
+                    raise DataError(f"image {full}{self._listed(index)} is a symbolic link (or in a linked folder) "
+                                    f"that leads to {real}, outside the image root {root}; fix the link or the list, "
+                                    f"or set {OUTSIDE_ROOT_ENV}=1 to follow such paths")
             yield info
 
     def check_files(self) -> None:

@@ -15,6 +15,7 @@ import torch
 from ..errors import DataError
 from .augment import normalize, random_crop_flip
 from .base import ArraySplit, Augment, FileSplit
+from .images import ImageTooLarge, open_image
 from .samplers import IndexStream
 
 
@@ -105,15 +106,16 @@ class _ListDataset(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, index):
-        from PIL import Image
         from torchvision.transforms.v2.functional import pil_to_tensor
 
         path = self.split.root / self.split.paths[index]
+        where = f", listed at {self.split.where(index)}" if self.split.list_file else ""
         try:
-            with Image.open(path) as image:  # convert() copies even an RGB image
+            with open_image(path) as image:  # convert() copies even an RGB image
                 tensor = pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
+        except ImageTooLarge as exc:  # a decompression bomb: refused before decoding, with the limit
+            return _Unreadable(f"image {path}{where} {exc.detail} or remove its line, then start the run again")
         except Exception as exc:  # noqa: BLE001  truncated, empty, not an image, unreadable: PIL raises any of them
-            where = f", listed at {self.split.where(index)}" if self.split.list_file else ""
             return _Unreadable(f"cannot decode image {path}{where} ({type(exc).__name__}: "
                                f"{' '.join(str(exc).split())}); replace the file or remove its line, then start "
                                f"the run again")

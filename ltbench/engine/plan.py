@@ -148,6 +148,7 @@ def plan_run(config: RunConfig, download: bool = False) -> Plan:
                      lws_epochs=recipe.lws_epochs if config.stage2_epochs is None else None)
     stages = method.stages(recipe)
     check_stages(method, stages, data, config.dataset)
+    check_batch_size(stages, data, config)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     backbone = config.backbone or source.default_backbone
@@ -209,6 +210,18 @@ def check_stages(method: Method, stages: list[Stage], data: DataBundle, dataset:
                           f"'{dataset}' has no validation split apart from its test set "
                           f"({data.info.get('val', 'none')}): choosing on the test set is not allowed; fix the value "
                           f"with a method option instead (see `ltbench methods {method.name}`)")
+
+
+def check_batch_size(stages: list[Stage], data: DataBundle, config: RunConfig) -> None:
+    """A --batch-size larger than the training set makes every epoch one step, at a learning rate scaled up
+    linearly for a batch that never fills (--batch-size 1000000 on digits-lt: x31,250): the run blows up or
+    learns nothing, and looks finished. Refused, with the train-set size. (A recipe's own batch is left alone:
+    on a tiny data set it only means one step per epoch, at the recipe's unscaled rate.)"""
+    train_size = len(data.train)
+    if config.batch_size is not None and config.batch_size > train_size and any(stage.epochs for stage in stages):
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the training set ({train_size:,} images of "
+                          f"{config.dataset}): every epoch would be one step, at a learning rate scaled up for a batch "
+                          f"that never fills; pass --batch-size {train_size} or less")
 
 
 def check_world(plan: Plan, world: int) -> None:

@@ -29,6 +29,7 @@ from ..record import METRICS_FILE, NUMERICS_VERSION, PER_CLASS_FILE, TEST_LOGITS
 from .checkpoint import (CheckpointError, ResumePoint, checkpoint_dir, load_checkpoint, load_state, save_checkpoint,
                          save_state)
 from .distributed import Distributed
+from .divergence import why_diverged
 from .locks import HoldsLock, StageLock, describe_holder
 from .plan import Plan, default_run_name, resolved_workers
 from .progress import Reporter
@@ -234,6 +235,9 @@ def finish_run(folder: RunFolder, plan: Plan, test, stage_records: list[dict], w
                                    "epoch": checkpoint["epoch"], "step": checkpoint["step"]}
     if folder.dist.is_main:
         run_dir = folder.path
+        diverged = why_diverged(folder.log_path, logits, plan.data.num_classes)  # a finite loss that exploded
+        if diverged:
+            metrics.update(diverged=True, diverged_because=diverged)
         write_npz(run_dir / TEST_LOGITS_FILE, logits=logits.cpu().numpy().astype(np.float32),
                   labels=labels.cpu().numpy().astype(np.int64))
         header = "class,train_count,test_count,correct,acc,group\n"

@@ -77,7 +77,7 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
     store = RunStore(config.out)
     if saved is not None:
         check_plan_unchanged(plan, saved, store.run_dir(config.run_name))
-    for problem in plugin_problems(config):
+    for problem in plugin_problems(config) + plan.data.info.get("warnings", []):  # data: a damaged cache rebuilt
         reporter.warn(problem)
     for notice in plan.notices:
         reporter.log(notice)
@@ -95,6 +95,9 @@ def _execute(config: RunConfig, reporter: Reporter, download: bool, explicit: se
                     else "no checkpoint was saved yet")
             raise WriteError(f"{exc}; {kept}; then continue with: {folder.resume_command()}") from None
     dist.barrier()
+    if metrics.get("diverged"):
+        reporter.warn(f"run '{folder.name}' diverged: {metrics['diverged_because']}; its metrics.json says so "
+                      f"(\"diverged\": true): lower --lr or --batch-size and start a new run")
     reporter.summary(config.method, plan, metrics)
     return metrics
 

@@ -7,13 +7,14 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, RunExistsError
+from ..files import expand_user
 
 
 class RunStore:
     """``<out>/runs/<run-name>/`` per run, ``<out>/stages/<key>/`` per reusable stage artifact."""
 
     def __init__(self, out: str | Path):
-        self.root = Path(out).expanduser()
+        self.root = expand_user(out, "--results")
         self.runs = self.root / "runs"
         self.stages = self.root / "stages"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import RunConfig, get_recipe, not_in_suites, setting_problem
 from ..errors import ConfigError, NotFoundError, did_you_mean
+from ..files import expand_user
 
 try:
     import tomllib
@@ -63,6 +64,9 @@ def _read(path: Path) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({' '.join(str(exc).split())})") from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise ConfigError(f"{path}: arrays or tables nested too deeply to read (Python's recursion limit); a suite "
+                          f"needs lists of values, not lists inside lists: fix the file") from None
 
 
 def _settings(path: Path, suite: dict) -> dict:
@@ -72,8 +76,12 @@ def _settings(path: Path, suite: dict) -> dict:
     for key in suite:
         if key not in allowed:
             raise ConfigError(f"{path}: unknown key '{key}'" + did_you_mean(key, allowed, n=1))
-    if not isinstance(suite.get("name", ""), str):
+    name = suite.get("name", "")
+    if not isinstance(name, str):
         raise ConfigError(f"{path}: 'name' must be a string")
+    if name and (name in (".", "..") or any(c in name for c in "/\\\0")):  # it names the sweep's log folder
+        raise ConfigError(f"{path}: 'name' = {name!r} must be one folder name (no '/', '\\' or '..'): it names "
+                          f"the folder of the sweep's logs under RESULTS/sweeps/")
     settings = {AXIS_ALIASES.get(k, k): v for k, v in suite.items() if k not in SUITE_KEYS}
     settings.setdefault("seed", [0])
     written = {AXIS_ALIASES.get(k, k): k for k in suite}  # the key as the file spells it (seeds, not seed)
@@ -103,10 +111,15 @@ def _entries(path: Path, suite: dict, methods: list[str], registry) -> list[tupl
         raise ConfigError(f"{path}: 'variants' must be [[variants]] tables (name, method, options)")
     entries = [(m, m, dict(method_options.get(m, {}))) for m in methods]
     where = {m: f"[options.{m}]" if method_options.get(m) else f"method '{m}'" for m in methods}
-    for variant in variants:
+    for number, variant in enumerate(variants, 1):
         if set(variant) - set(VARIANT_KEYS) or "name" not in variant or "method" not in variant:
             raise ConfigError(f"{path}: each [[variants]] needs name and method (and may have options); "
                               f"got keys {', '.join(sorted(variant))}")
+        for key, kind, example in (("name", str, 'name = "tau1"'), ("method", str, 'method = "tau-norm"'),
+                                   ("options", dict, "options = { tau = 1.0 }")):
+            if key in variant and not isinstance(variant[key], kind):
+                raise ConfigError(f"{path}: [[variants]] number {number}: '{key}' must be a "
+                                  f"{'string' if kind is str else 'table'}, got {variant[key]!r} (e.g. {example})")
         entries.append((variant["name"], variant["method"],
                         {**method_options.get(variant["method"], {}), **variant.get("options", {})}))
         where[variant["name"]] = f"[[variants]] '{variant['name']}'"
@@ -146,8 +159,8 @@ def load_suite(path: str | Path, results: str | Path = "results", data_root: str
     fixed = {k: v for k, v in settings.items() if k not in axes}
     if data_root is not None:  # not part of any key (the data's fingerprint is): finished runs stay finished
         axes.pop("data_root", None)
-        fixed["data_root"] = str(Path(data_root).expanduser().resolve())
-    out = str(Path(results).expanduser().resolve())  # jobs may start in another working directory
+        fixed["data_root"] = str(expand_user(data_root, "--data-root").resolve())
+    out = str(expand_user(results, "--results").resolve())  # jobs may start in another working directory
     runs = []
     for name, method, options in entries:
         for values in product(*axes.values()):

@@ -13,7 +13,7 @@ from ltbench.data.base import ArraySplit, FileSplit
 from ltbench.data.longtail import group_sizes, lt_counts, lt_subset
 from ltbench.errors import DataError
 from ltbench.registry import DATASETS
-from tests.helpers import write_image, write_list, write_split_dataset
+from tests.helpers import png_header, write_image, write_list, write_split_dataset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -351,6 +351,38 @@ def test_image_folder_bad_images_name_the_file(tmp_path):
         source("cifar10-lt").load(tmp_path)
 
 
+@pytest.mark.parametrize("side, pixels", [(30000, "900,000,000"), (10000, "100,000,000")])
+def test_image_folder_decompression_bomb_is_refused_naming_file_and_limit(tmp_path, side, pixels):
+    """A PNG header claiming 30000 x 30000 pixels (Pillow raises past twice its limit) or 10000 x 10000 (Pillow
+    only warns between its limit and twice that, then decodes): both refused before decoding, one line."""
+    write_image_folders(tmp_path, num_classes=10)
+    bomb = tmp_path / "train" / "class3" / "2.png"
+    bomb.write_bytes(png_header(side, side))
+    with pytest.raises(DataError) as err:
+        source("cifar10-lt").load(tmp_path)
+    assert str(err.value) == (f"image {bomb} claims {pixels} pixels, over the limit of 89,478,485 pixels (Pillow's "
+                              f"MAX_IMAGE_PIXELS): a decompression bomb or a mistaken file; replace it with the real "
+                              f"image")
+    assert not any(p.suffix == ".npz" for p in tmp_path.iterdir())  # no cache of a half-decoded folder
+
+
+def test_a_damaged_decode_cache_is_rebuilt_with_a_note(tmp_path, monkeypatch):
+    """A decode cache cut to half its bytes (a full disk, a killed copy): decoded again and rewritten, with one
+    line saying so (the run prints it as a warning), never a traceback."""
+    monkeypatch.delenv(sources.CACHE_ENV, raising=False)
+    write_image_folders(tmp_path / "cifar10")
+    first = source("cifar10-lt").load(tmp_path)
+    cache = Path(first.info["cache"])
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[:len(whole) // 2])
+    again = source("cifar10-lt").load(tmp_path)
+    assert not again.info["cache_hit"] and np.array_equal(again.train.images, first.train.images)
+    assert again.info["warnings"] == [f"decode cache {cache} is damaged (BadZipFile: File is not a zip file); "
+                                      f"decoding the images again and rewriting it"]
+    third = source("cifar10-lt").load(tmp_path)  # rewritten whole
+    assert third.info["cache_hit"] and "warnings" not in third.info
+
+
 def test_cifar10_real_image_folders_and_decode_cache(cifar10_folder, monkeypatch):
     monkeypatch.delenv(sources.CACHE_ENV, raising=False)
     cache = cifar10_folder / "ltbench-cifar10-lt.npz"
@@ -419,6 +451,57 @@ def test_mnist_truncated_or_foreign_idx_is_a_data_error(tmp_path):
     images.write_bytes(b"GIF89a" + bytes(100))
     with pytest.raises(DataError, match=f"{images}: not a uint8 IDX file"):
         source("mnist-lt").load(tmp_path)
+
+
+class _CountingReader:
+    """A file object that counts the bytes read through it."""
+
+    def __init__(self, f, counts: list):
+        self.f, self.counts = f, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def read(self, size=-1):
+        data = self.f.read(size)
+        self.counts.append(len(data))
+        return data
+
+
+def test_mnist_gzip_bomb_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    """train-images .gz: a valid header for 30 images, their pixels, then 64 MiB of zeros (64 KiB gzipped):
+    read no further than one byte past what the header announces, refused with one line naming the file."""
+    import gzip
+
+    folder = tmp_path / "MNIST" / "raw"
+    write_mnist(folder)
+    plain = folder / "train-images-idx3-ubyte"
+    bomb = folder / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(plain.read_bytes())
+        for _ in range(64):
+            f.write(bytes(2**20))
+    plain.unlink()
+    counts: list[int] = []
+    real = sources.mnist._open_binary
+    monkeypatch.setattr(sources.mnist, "_open_binary", lambda path: _CountingReader(real(path), counts))
+    with pytest.raises(DataError) as err:
+        source("mnist-lt").load(tmp_path)
+    assert str(err.value) == (f"{bomb}: holds more than its header announces (shape (30, 28, 28): 23,520 bytes of "
+                              f"pixels); delete it and fetch it again")
+    assert sum(counts) <= 16 + 30 * 28 * 28 + 1  # the header, the pixels and one byte: not 64 MiB
+    # a header announcing 2^31 images of 28 x 28: refused from the header, nothing more read
+    with gzip.open(bomb, "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + np.asarray([2**31, 28, 28], ">u4").tobytes() + bytes(1000))
+    counts.clear()
+    with pytest.raises(DataError, match=rf"{bomb}: its header announces shape \(2147483648, 28, 28\) "
+                                        rf"\(1,683,627,180,032 bytes\), more than ltbench reads from one IDX file "
+                                        rf"\(1,073,741,824 bytes"):
+        source("mnist-lt").load(tmp_path)
+    assert sum(counts) == 16
 
 
 # --- split lists: ImageNet-LT, Places-LT, iNat18 -----------------------------------------------------
@@ -496,6 +579,60 @@ def test_split_list_paths_leaving_the_data_root_are_refused_unless_allowed(tmp_p
         assert data.train.paths[1] == bad and data.train.fingerprint()
 
 
+def test_allowed_absolute_list_paths_are_followed(tmp_path, monkeypatch):
+    """README: LTBENCH_ALLOW_OUTSIDE_ROOT=1 follows absolute list paths too (images kept on another disk)."""
+    import torch
+
+    from ltbench.data import build_data
+    from ltbench.data.loaders import FileLoader
+
+    root = tmp_path / "data"
+    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    (tmp_path / "elsewhere").mkdir()
+    write_image(tmp_path / "elsewhere" / "0.jpg", 7, 8)
+    for split in ("val", "test"):
+        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    write_list(root / "Places_LT_train.txt", [lines["train"][0], f"{tmp_path / 'elsewhere' / '0.jpg'} 1",
+                                              *lines["train"][1:]])
+    monkeypatch.setenv(sources.OUTSIDE_ROOT_ENV, "1")
+    data = build_data("places-lt", root, None)
+    assert data.fingerprint  # every listed image checked: the absolute one is where the list says
+    loader = FileLoader(data.train, 2, (0.5,) * 3, (0.5,) * 3, 8, torch.device("cpu"), workers=0)
+    assert sum(len(batch["y"]) for batch in loader.batches(2)) == 5
+
+
+def _escaping_links(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Places-LT lists whose paths all stay under the image root, where train/a/link.jpg is a symbolic link to a
+    file outside it and train/linked is a linked folder outside it; plus a link that stays inside."""
+    root = tmp_path / "data"
+    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_image(outside / "0.jpg", 7, 8)
+    (root / "train" / "a" / "link.jpg").symlink_to(outside / "0.jpg")
+    (root / "train" / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "train" / "b" / "inside.jpg").symlink_to(root / "train" / "a" / "0.jpg")
+    for split in ("val", "test"):
+        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    return root, root / "Places_LT_train.txt", outside
+
+
+@pytest.mark.parametrize("listed", ["train/a/link.jpg", "train/linked/0.jpg"])
+def test_a_symbolic_link_leading_out_of_the_image_root_is_refused_unless_allowed(tmp_path, monkeypatch, listed):
+    from ltbench.data import build_data
+
+    root, train_list, outside = _escaping_links(tmp_path)
+    write_list(train_list, ["train/a/0.jpg 0", "train/b/inside.jpg 1", f"{listed} 1"])
+    monkeypatch.delenv(sources.OUTSIDE_ROOT_ENV, raising=False)
+    with pytest.raises(DataError) as err:
+        build_data("places-lt", root, None).fingerprint
+    assert str(err.value) == (f"image {root / listed} (listed at {train_list}:3) is a symbolic link (or in a linked "
+                              f"folder) that leads to {outside / '0.jpg'}, outside the image root {root}; fix the link "
+                              f"or the list, or set LTBENCH_ALLOW_OUTSIDE_ROOT=1 to follow such paths")
+    monkeypatch.setenv(sources.OUTSIDE_ROOT_ENV, "1")  # the user's explicit opt-in
+    assert build_data("places-lt", root, None).fingerprint
+
+
 def test_every_listed_image_is_checked_before_training_with_its_list_line(tmp_path):
     from ltbench.data import build_data
 
@@ -540,6 +677,40 @@ def test_an_image_that_cannot_be_decoded_is_one_line_naming_file_and_list_line(t
         assert "\n" not in message and "Traceback" not in message and "worker" not in message, message
         assert message.startswith(f"cannot decode image {tmp_path / 'train/a/1.jpg'}, listed at "
                                   f"{tmp_path / 'Places_LT_train.txt'}:2 (UnidentifiedImageError")
+
+
+def test_a_listed_decompression_bomb_is_one_line_naming_file_list_line_and_limit(tmp_path):
+    """Split-list images are decoded in DataLoader workers during training: a bomb is refused there, before
+    decoding, as one line naming the image, its list line and the limit."""
+    import torch
+
+    from ltbench.data.loaders import FileLoader
+
+    lines = write_split_dataset(tmp_path, ["a", "b"], {"train": 3, "val": 1, "test": 1})
+    for split in ("train", "val", "test"):
+        write_list(tmp_path / f"Places_LT_{split}.txt", lines[split])
+    train = source("places-lt").load(tmp_path).train
+    (tmp_path / "train" / "b" / "1.jpg").write_bytes(png_header(30000, 30000))  # a PNG under a .jpg name: Pillow
+    for workers in (1, 0):                                                        # goes by content
+        loader = FileLoader(train, 2, (0.5,) * 3, (0.5,) * 3, 8, torch.device("cpu"), workers=workers)
+        with pytest.raises(DataError) as err:
+            for _ in loader.batches(2):
+                pass
+        assert str(err.value) == (f"image {tmp_path / 'train/b/1.jpg'}, listed at {tmp_path / 'Places_LT_train.txt'}:5 "
+                                  f"claims 900,000,000 pixels, over the limit of 89,478,485 pixels (Pillow's "
+                                  f"MAX_IMAGE_PIXELS): a decompression bomb or a mistaken file; replace it with the "
+                                  f"real image or remove its line, then start the run again")
+
+
+def test_a_gzip_split_list_without_newlines_is_refused_by_line_length(tmp_path):
+    """A .txt.gz of 16 MiB without a newline (a gzip bomb): read a line at a time with a bound, never whole."""
+    import gzip
+
+    bad = tmp_path / "Places_LT_train.txt.gz"
+    with gzip.open(bad, "wb") as f:
+        f.write(b"train/" + b"a" * (16 * 2**20))
+    with pytest.raises(DataError, match=rf"^{bad}:1: line longer than 4,160 bytes \(a path is at most 4,096\)"):
+        sources.read_split_list(bad)
 
 
 def splits_file(shared_data: Path, name: str) -> Path:

@@ -166,7 +166,8 @@ class _Cifar(_TorchvisionSource):
                             f"{self.how_to_get()}")
         key = listing_key(folder, [path for files, _, _ in listing.values() for path in files])
         places = cache_candidates(self.name, folder)
-        cached = _read_cache(places, key)
+        notes: list[str] = []  # a damaged cache, rebuilt (shown as a warning line by the run)
+        cached = _read_cache(places, key, notes)
         if cached:
             cache, arrays = cached
         else:
@@ -178,7 +179,8 @@ class _Cifar(_TorchvisionSource):
         train, test = (ArraySplit(arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in ("train", "test"))
         return Sources(train, test, class_names=[str(n) for n in arrays["class_names"]],
                        info={"layout": "image folders", "path": str(folder),
-                             "cache": str(cache) if cache else None, "cache_hit": bool(cached)})
+                             "cache": str(cache) if cache else None, "cache_hit": bool(cached),
+                             **({"warnings": notes} if notes else {})})
 
 
 @register_dataset("cifar10-lt", summary="CIFAR-10 long-tailed (LDAM rule), 32x32 RGB")

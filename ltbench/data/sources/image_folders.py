@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +49,12 @@ def _decode_images(files: list[Path], size: int) -> np.ndarray:
     Pillow (a torchvision dependency) rather than torchvision.io, whose image codecs are deprecated
     since 0.29; 60,000 CIFAR JPEGs take a few seconds either way.
     """
-    from PIL import Image
+    from ..images import open_image
 
     out = np.empty((len(files), size, size, 3), np.uint8)
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:  # a decompression bomb: refused before decoding (ImageTooLarge)
                 if image.size != (size, size):
                     raise DataError(f"{path}: image is {image.size[0]}x{image.size[1]}, expected {size}x{size} "
                                     f"(the image-folder layout holds the original CIFAR images)")
@@ -80,16 +81,20 @@ def cache_candidates(name: str, folder: Path) -> list[Path]:
     return [folder / f"ltbench-{name}.npz", user / f"{name}-{digest}.npz"]
 
 
-def _read_cache(paths: list[Path], key: str) -> tuple[Path, dict] | None:
-    """The first cache file made from exactly this listing (``listing_key``: a changed file is decoded again)."""
+def _read_cache(paths: list[Path], key: str, notes: list[str] | None = None) -> tuple[Path, dict] | None:
+    """The first cache file made from exactly this listing (``listing_key``: a changed file is decoded again). A
+    damaged one (cut short by a full disk or a killed copy, say) is rebuilt like a stale one, with a line in
+    ``notes``."""
     for path in paths:
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as npz:
                     if str(npz["key"]) == key:
                         return path, {k: npz[k] for k in npz.files}
-            except (OSError, ValueError, KeyError):  # a broken cache is simply rebuilt
-                pass
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
+                if notes is not None:
+                    notes.append(f"decode cache {path} is damaged ({_one_line(exc)}); decoding the images again "
+                                 f"and rewriting it")
     return None
 
 

@@ -12,23 +12,39 @@ from ..base import ArraySplit, Augment, Sources
 from .common import _TorchvisionSource, _one_line, _open_binary
 
 
+# the most an IDX file may hold: 1 GiB, 20 times MNIST's train images (47 MB; EMNIST ByClass, the largest IDX set
+# in use, holds 0.55 GB). A .gz is read up to what its header announces, so a gzip bomb (gigabytes of zeros in a
+# few megabytes) is refused after reading one byte more, never decompressed whole into memory.
+MAX_IDX_BYTES = 2**30
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """A uint8 IDX file (plain or .gz) as an array; DataError naming the file if it is malformed."""
+    """A uint8 IDX file (plain or .gz) as an array; DataError naming the file if it is malformed, announces more
+    than MAX_IDX_BYTES, or holds more than its header announces (read no further than one byte past that)."""
     try:
         with _open_binary(path) as f:
-            data = f.read()
+            magic = f.read(4)
+            ndim = magic[3] if len(magic) == 4 else 0
+            if magic[:3] != b"\x00\x00\x08" or not 1 <= ndim <= 3:
+                raise DataError(f"{path}: not a uint8 IDX file (magic {magic.hex() or 'missing'}, expected "
+                                f"00000801 or 00000803); delete it and fetch it again")
+            dims = f.read(4 * ndim)
+            shape = tuple(np.frombuffer(dims, ">u4").tolist()) if len(dims) == 4 * ndim else None
+            pixels = math.prod(shape) if shape is not None else 0
+            if 4 + 4 * ndim + pixels > MAX_IDX_BYTES:
+                raise DataError(f"{path}: its header announces shape {shape} ({pixels:,} bytes), more than ltbench "
+                                f"reads from one IDX file ({MAX_IDX_BYTES:,} bytes; MNIST's largest holds 47,040,000); "
+                                f"delete it and fetch it again")
+            data = f.read(pixels + 1) if shape is not None else b""
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read IDX file ({_one_line(exc)}); delete it and fetch it again") from exc
-    ndim = data[3] if len(data) >= 4 else 0
-    if data[:3] != b"\x00\x00\x08" or not 1 <= ndim <= 3:
-        raise DataError(f"{path}: not a uint8 IDX file (magic {data[:4].hex() or 'missing'}, expected "
-                        f"00000801 or 00000803); delete it and fetch it again")
-    header = 4 + 4 * ndim
-    shape = tuple(np.frombuffer(data, ">u4", ndim, 4).tolist()) if len(data) >= header else None
-    if shape is None or len(data) != header + math.prod(shape):
-        raise DataError(f"{path}: truncated or malformed IDX file ({len(data)} bytes, header says shape "
-                        f"{shape}); delete it and fetch it again")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+    if len(data) > pixels:  # a gzip bomb, or a damaged file: either way not what the header describes
+        raise DataError(f"{path}: holds more than its header announces (shape {shape}: {pixels:,} bytes of pixels); "
+                        f"delete it and fetch it again")
+    if shape is None or len(data) < pixels:
+        raise DataError(f"{path}: truncated or malformed IDX file ({4 + len(dims) + len(data):,} bytes, header says "
+                        f"shape {shape}); delete it and fetch it again")
+    return np.frombuffer(data, np.uint8).reshape(shape)
 
 
 class _Mnist(_TorchvisionSource):

@@ -9,12 +9,13 @@ import numpy as np
 
 from ...errors import DataError
 from ...registry import register_dataset
-from ..base import Augment, DatasetSource, FileSplit, Sources
+from ..base import OUTSIDE_ROOT_ENV, Augment, DatasetSource, FileSplit, Sources
 from .common import _not_found, _one_line, _open_binary
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-OUTSIDE_ROOT_ENV = "LTBENCH_ALLOW_OUTSIDE_ROOT"  # "1": follow list paths that are absolute or contain ".."
+
+MAX_LINE_BYTES = 4096 + 64  # PATH_MAX, a label and spaces
 
 
 def _allow_outside_root() -> bool:
@@ -35,8 +36,11 @@ def _split_entries(path: Path):
     with $LTBENCH_ALLOW_OUTSIDE_ROOT=1: a downloaded list must not make ltbench read files elsewhere."""
     allow_outside = _allow_outside_root()
     try:
-        with _open_binary(path) as f:
-            for number, raw in enumerate(f, 1):
+        with _open_binary(path) as f:  # lines read with a bound: a .gz bomb without newlines never fills memory
+            for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise DataError(f"{path}:{number}: line longer than {MAX_LINE_BYTES:,} bytes (a path is at most "
+                                    f"4,096): not a split list, or a damaged one; fetch it again")
                 line = raw.decode("utf-8", errors="replace").strip()
                 if not line:
                     continue
@@ -135,7 +139,7 @@ class _SplitLists(DatasetSource):
             if not (image_root / paths[0]).is_file():  # one stat per list: 100k stats would take minutes
                 raise DataError(f"{list_file}: first image {image_root / paths[0]} does not exist (list paths "
                                 f"are relative to {image_root}); {self.how_to_get()}")
-            splits[split] = FileSplit(image_root, paths, labels, list_file, lines)
+            splits[split] = FileSplit(image_root, paths, labels, list_file, lines, _allow_outside_root())
         train = splits["train"]
         # class names from the folder of each class's first train image (wnid, scene or taxon id)
         names = [str(c) for c in range(self.num_classes)]
