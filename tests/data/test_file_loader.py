@@ -50,9 +50,10 @@ def test_workers_give_the_same_batches_and_train_batches_are_augmented(split):
     workers = loader(split, 2)
     assert torch.equal(torch.cat([b["x"] for b in workers.batches(4)]), eager)
     batches = list(workers.epoch("instance", torch.Generator().manual_seed(0), 4))
-    assert sorted(torch.cat([b["idx"] for b in batches]).tolist()) == list(range(10))
+    seen = torch.cat([b["idx"] for b in batches]).tolist()  # whole batches only: 2 of 4, the short last one dropped
+    assert len(seen) == len(set(seen)) == 8 and set(seen) <= set(range(10)) and workers.num_batches(4) == 2
     x = torch.cat([b["x"] for b in batches])
-    assert x.shape == (10, 3, 24, 24) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert x.shape == (8, 3, 24, 24) and x.dtype == torch.float32 and torch.isfinite(x).all()
     low, high = (0 - np.array(MEAN)) / np.array(STD), (1 - np.array(MEAN)) / np.array(STD)
     assert (x.amin((0, 2, 3)) >= torch.tensor(low, dtype=torch.float32) - 1e-5).all()
     assert (x.amax((0, 2, 3)) <= torch.tensor(high, dtype=torch.float32) + 1e-5).all()
