@@ -164,7 +164,8 @@ def run(
                               ", one per GPU, or gloo on CPU): re-launches itself through torchrun. --batch-size stays "
                               "the global batch."),
     eval_batch_size: int = typer.Option(DEFAULT.eval_batch_size, "--eval-batch-size", min=1,
-                                        help="Batch size of evaluation passes."),
+                                        help="Batch size of evaluation passes (no effect on what is computed; 256 keeps a "
+                                        "32x32 batch's activations in memory the process reuses on CPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers per process for the "
                                           "file-list data sets (ImageNet-LT, Places-LT, iNat18); default: the cores "
                                           "this process may use, shared among the processes on this machine, less "

@@ -66,7 +66,9 @@ class RunConfig:
     # --retrain: stage artifacts older than this time (epoch s) are not reused
     retrain_before: float | None = setting(None, suite=False, cli="retrain")
     plugins: list = setting(factory=list)
-    eval_batch_size: int = setting(1024)
+    # 256: a 32x32 batch's largest activation (16 x 32 x 32 fp32 per image) stays under the 32 MB that the C
+    # allocator keeps (engine/memory.py); at 1024 every layer's output faults its pages in again (1.8x the time)
+    eval_batch_size: int = setting(256)
     workers: int | None = setting(None)  # DataLoader workers of file-list data (None: data.loaders.default_workers)
     # --time-limit: the wall-clock time (epoch s) by which the run stops at an epoch boundary, with a checkpoint
     deadline: float | None = setting(None, suite=False, cli="time_limit")

@@ -81,7 +81,7 @@ def build_stage_model(method: Method, backbone: str, in_chans: int, info: DataIn
 class Trainer:
     """Trains stages of ``model`` on ``loaders["train"]`` (on every DDP rank) and evaluates it."""
 
-    def __init__(self, model: LTModel, info: DataInfo, loaders: dict, precision: str, *, eval_batch_size: int = 1024,
+    def __init__(self, model: LTModel, info: DataInfo, loaders: dict, precision: str, *, eval_batch_size: int = 256,
                  dist: Distributed | None = None, stop: GracefulStop | None = None, reporter: Reporter | None = None,
                  stages_total: int = 1, names: tuple[str, str] = ("", ""), test_every_epoch: bool = False):
         self.model, self.info, self.loaders, self.precision = model, info, loaders, precision

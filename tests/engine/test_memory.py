@@ -33,3 +33,40 @@ def test_freed_memory_is_kept_instead_of_faulted_in_again():
     once = 4 * (8 << 20) // 4096  # the pages of one step's blocks
     assert returned > 4 * once  # the default allocator returns them and faults them in again (here ~10 of 40 times)
     assert kept < 2 * once  # kept: faulted in once
+
+
+EVALUATION = """
+import resource
+import torch
+from ltbench.config import RunConfig
+from ltbench.engine.loop import evaluate
+from ltbench.engine.memory import keep_freed_memory
+from ltbench.models import build_model
+
+keep_freed_memory()
+model = build_model("resnet32", 10, 3).to(memory_format=torch.channels_last)
+images = torch.randn(512, 3, 32, 32)
+
+class Loader:
+    def batches(self, batch_size, rank=0, world=1):
+        for start in range(0, len(images), batch_size):
+            yield {"x": images[start:start + batch_size], "y": torch.zeros(len(images[start:start + batch_size]))}
+
+def faults(batch):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    evaluate(model, Loader(), batch, "fp32", torch.device("cpu"), with_features=False)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+faults(RunConfig().eval_batch_size), faults(1024)  # first passes: the pages fault in once
+print(faults(RunConfig().eval_batch_size) / len(images), faults(1024) / len(images))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
+def test_the_default_evaluation_batch_reuses_its_memory_on_cpu():
+    """ResNet-32 on 32x32 images: at the default eval batch every activation stays in memory the process keeps;
+    at 1024 (64 MB activations, over the 32 MB the allocator can keep) each pass faults them in again."""
+    out = subprocess.run([sys.executable, "-c", EVALUATION], capture_output=True, text=True, check=True,
+                         env={"OMP_NUM_THREADS": "1", "PATH": ""}).stdout.split()
+    default, large = float(out[0]), float(out[1])
+    assert default < 5 and large > 100  # pages per image (measured: 0 against 500-800)
