@@ -592,8 +592,6 @@ def test_a_quoted_tilde_is_expanded_as_a_shell_would(workspace, tmp_path):
 
 
 EXPLODING_LOSS = '''
-import dataclasses
-
 from ltbench import Method, register_method
 
 
@@ -603,7 +601,7 @@ class ExplodingLoss(Method):
     explodes and stays finite, so the loop's NaN check never fires."""
 
     def stages(self, recipe):
-        return [dataclasses.replace(recipe.representation(), shared=False)]
+        return [recipe.representation(loss="exploding-loss")]
 
     def loss(self, out, batch, state):
         loss = super().loss(out, batch, state)
