@@ -174,6 +174,27 @@ def test_half_written_runs_are_skipped_with_a_warning(cifar):
     assert result.stderr.count("warning:") == 2 and len(result.stderr.strip().splitlines()) == 2
 
 
+@pytest.mark.parametrize("metric,written,shown", [
+    ("acc", None, "no 'acc'"), ("acc", "NaN", "'acc' = nan"), ("acc", "250", "'acc' = 250"),
+    ("acc", "1e308", "'acc' = 1e+308"), ("acc", "-1e308", "'acc' = -1e+308"), ("acc", "Infinity", "'acc' = inf"),
+    ("few_acc", "-Infinity", "'few_acc' = -inf"), ("ece", "101", "'ece' = 101"), ("nll", "NaN", "'nll' = nan"),
+    ("wrong_confidence", "2", "'wrong_confidence' = 2")])
+def test_impossible_metrics_skip_the_run_with_a_warning(cifar, metric, written, shown):
+    """#31 item 14: a hand-edited or foreign metrics.json (acc missing, NaN, 250, +-1e308, Infinity) is never
+    tabulated, let alone bold as the best: the run is skipped with one line naming the file and the value."""
+    run = make_run(cifar, "zz-impossible", "crt", 5, 76.0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    text = json.dumps({k: v for k, v in metrics.items() if k != metric} if written is None else
+                      {**metrics, metric: "VALUE"}).replace('"VALUE"', written or "")
+    (run / "metrics.json").write_text(text)
+    result = invoke("table", "--results", cifar, "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    warning, = result.stderr.strip().splitlines()
+    assert warning.startswith(f"warning: skipped {run}: {run / 'metrics.json'} has {shown}"), warning
+    assert "| crt | **75.50 ± 0.71 [2]** |" in result.stdout  # the two real crt seeds, still the best
+    assert "250" not in result.stdout and "inf" not in result.stdout and "nan" not in result.stdout
+
+
 def test_a_seed_that_ran_twice_counts_once_by_its_newest_run(cifar):
     # a rerun of crt seed 1 after a code change: folder names end with the start time, the later one wins
     make_run(cifar, "crt-1-z-rerun", "crt", 1, 80.0, ece=4.0)
