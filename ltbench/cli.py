@@ -287,7 +287,7 @@ def table(
     """Mean ± std over seeds of every finished run, grouped by method (+ options), dataset, IF, backbone, recipe.
 
     Unfinished run folders are skipped with a warning. Rows of the cpu/smoke/tiny recipes say so in their
-    label; the best value of each column is bold. --compare-to says whether a difference is more than
+    label; the best value of each column among runs of the same recipe and backbone is bold. --compare-to says whether a difference is more than
     test-set noise.
     """
     from .results.tables import build_table, output_format, render, to_rich, write_table

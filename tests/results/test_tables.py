@@ -82,6 +82,26 @@ def test_cpu_recipe_and_options_are_in_the_label(tmp_path):
     assert build_table(tmp_path, "paper", with_reference=True).references == 0  # cpu numbers: no paper rows
 
 
+def test_best_is_marked_among_runs_of_the_same_recipe_and_backbone(tmp_path):
+    """#31 item 6: a quick-start tiny-recipe run beside a smoke sweep is not the smoke runs' "best" (nor a
+    paper-recipe run, a shortened smoke run or another backbone): each (setting, backbone, recipe) has its own."""
+    for name, method, acc, recipe, config in [
+            ("ce-tiny", "ce", 80.0, "tiny", {}), ("dasl-tiny", "dasl", 78.0, "tiny", {}),
+            ("ce-smoke", "ce", 40.0, "smoke", {}), ("dasl-smoke", "dasl", 45.0, "smoke", {}),
+            ("crt-paper", "crt", 90.0, "paper", {}), ("crt-short", "crt", 70.0, "smoke", {"epochs": 1}),
+            ("ce-r18", "ce", 60.0, "smoke", {"backbone": "resnet18"})]:
+        make_run(tmp_path, name, method, 0, acc, recipe=recipe, method_defaults={}, **config)
+    bold = {"ce (tiny, resnet32)", "dasl (smoke, resnet32)"}
+    paper = build_table(tmp_path, "paper")
+    assert {row[0] for row in paper.rows if row[1].best} == bold, [(r[0], r[1].best) for r in paper.rows]
+    assert "best per column and recipe and backbone in bold" in paper.title
+    long = build_table(tmp_path, "long")
+    assert {row[0] for row in long.rows if row[4].best} == {"ce", "dasl"}  # ce at tiny, dasl at smoke
+    assert {(row[0], row[3]) for row in long.rows if row[4].best} == {("ce", "tiny"), ("dasl", "smoke")}
+    markdown = invoke("table", "--results", tmp_path, "--format", "markdown").stdout
+    assert markdown.count("**") == 2 * 2 + 2  # two bold cells and the bold title
+
+
 def test_references_only_where_the_setting_matches(cifar):
     make_run(cifar, "ce-cpu", "ce", recipe="cpu", imbalance=10.0)
     table = build_table(cifar, "paper", with_reference=True)
