@@ -299,7 +299,9 @@ def table(
         write_table(result, out_file, fmt)
         err.print(f"wrote {out_file}", markup=False, highlight=False)
     elif fmt == "rich":
-        out.print(to_rich(result))
+        from .terminal import print_whole
+
+        print_whole(to_rich(result), out)  # whole at any width: a log never loses a digit or a name
     else:
         out.print(render(result, fmt), markup=False, highlight=False, end="", soft_wrap=True)
 

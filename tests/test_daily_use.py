@@ -9,22 +9,32 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.helpers import invoke
+from tests.helpers import invoke, make_run, table_rows
 
 SMOKE = ["--recipe", "smoke", "--epochs", "2", "--stage2-epochs", "1", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")
 def piped_run(tmp_path_factory):
-    """One cRT run as a user's shell would start it with its log piped to a file (not a terminal)."""
+    """One cRT run as a user's shell would start it with its log piped to a file (not a terminal), $COLUMNS 80
+    as a login shell sets it."""
     results = tmp_path_factory.mktemp("daily") / "results"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "COLUMNS": "80"}
     proc = subprocess.run([sys.executable, "-m", "ltbench", "run", "--method", "crt", *SMOKE, "--tensorboard",
                            "--results", str(results), "--run-name", "crt"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    return results, proc.stderr
+    return results, proc.stderr, proc.stdout
+
+
+def ltbench_piped(*args, columns: int = 80) -> subprocess.CompletedProcess:
+    """`ltbench ARGS` with stdout a pipe (a log file, `| tee`) and $COLUMNS set."""
+    proc = subprocess.run([sys.executable, "-m", "ltbench", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": str(columns)})
+    assert proc.returncode == 0, proc.stderr
+    return proc
 
 
 def _torch_importers(commands: list[list[str]]) -> list[str]:
@@ -40,7 +50,7 @@ def _torch_importers(commands: list[list[str]]) -> list[str]:
 
 
 def test_help_table_plot_and_datasets_do_not_import_torch(piped_run, tmp_path):
-    results, _ = piped_run
+    results, *_ = piped_run
     plots = [["plot", kind, "--results", str(results), "--out", str(tmp_path / f"{kind}.png")]
              for kind in ("per-class", "reliability")]
     assert _torch_importers([["--help"], ["datasets"], ["table", "--results", str(results)], *plots]) == []
@@ -49,7 +59,7 @@ def test_help_table_plot_and_datasets_do_not_import_torch(piped_run, tmp_path):
 
 
 def test_a_piped_run_log_has_one_full_line_per_epoch(piped_run):
-    _, log = piped_run
+    _, log, _ = piped_run
     lines = log.splitlines()
     assert lines[0].startswith("reading digits-lt") and lines[1].startswith("building resnet32")
     epochs = [x for x in lines if " epoch " in x and x.startswith("stage ")]
@@ -85,7 +95,7 @@ def test_rate_and_eta_are_stage_averages_after_the_first_step(monkeypatch):
 def test_tensorboard_scalars_are_the_epoch_records(piped_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    results, _ = piped_run
+    results, *_ = piped_run
     run = results / "runs" / "crt"
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
@@ -122,3 +132,41 @@ def test_sweep_data_root_replaces_the_suites(tmp_path):
     dry = invoke("sweep", suite, "--results", tmp_path / "r", "--data-root", tmp_path / "data", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "--data-root" in invoke("sweep", "--help").output
+
+
+# --- a log never loses a digit or a name (#31 item 2) ------------------------------------------------------
+
+def _markdown_rows(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if line.startswith("| ")][1:]  # no header
+    return [[cell.strip().removeprefix("**").removesuffix("**") for cell in line.strip("| ").split(" | ")]
+            for line in lines]
+
+
+def test_the_end_of_run_table_in_a_piped_log_is_whole(piped_run):
+    results, _, table = piped_run
+    metrics = json.loads((results / "runs" / "crt" / "metrics.json").read_text())
+    rows = table_rows(table)
+    assert "…" not in table and len(rows) == 2, table
+    for row, stage in zip(rows, metrics["stages"]):
+        m = stage["metrics"]
+        assert row == [stage["name"], f"{m['acc']:.2f}", f"{m['many_acc']:.2f}", f"{m['medium_acc']:.2f}",
+                       "-" if m["few_acc"] is None else f"{m['few_acc']:.2f}", f"{m['ece']:.2f}", f"{m['nll']:.3f}",
+                       f"{m['wrong_confidence']:.3f}"], table
+    assert max(map(len, table.splitlines())) > 80  # wider than $COLUMNS: whole, not fitted
+
+
+def test_a_piped_table_is_whole_at_80_columns(tmp_path):
+    """The long layout with a --compare-to column is ~200 columns wide: piped at COLUMNS=80 every cell is the
+    markdown table's cell, digit for digit (rich used to print `82.…`)."""
+    labels = np.arange(1000) % 10
+    for method, right, options in [("crt", 700, {}), ("dasl", 750, {"beta": 0.3, "soft_labels": "class"}),
+                                   ("label-smoothing", 720, {"epsilon": 0.2})]:
+        for seed in (0, 1):
+            make_run(tmp_path, f"{method}-{seed}", method, seed, right / 10 + seed, recipe="cpu", options=options,
+                     logits=np.eye(10)[np.where(np.arange(1000) < right, labels, (labels + 1) % 10)], labels=labels)
+    for layout in ("long", "paper"):
+        args = ["table", "--results", tmp_path, "--layout", layout, "--compare-to", "crt", "--replicates", "200"]
+        rich = ltbench_piped(*args).stdout
+        markdown = ltbench_piped(*args, "--format", "markdown").stdout
+        assert "…" not in rich and table_rows(rich) == _markdown_rows(markdown), rich
+        assert "dasl[beta=0.3,soft_labels=class]" in table_rows(rich)[-1][0]
