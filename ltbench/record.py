@@ -8,8 +8,8 @@ and :func:`metrics_json`; tables, plots, sweeps' skip logic and benchmarks/repro
 through :func:`read` and :func:`run_key`. Torch-free, so readers never import the engine.
 
 Both JSON files carry ``schema_version`` (SCHEMA_VERSION). Folders written before it existed have none and
-read as version 0: the same fields, except that the oldest lack ``method_defaults`` (tables then import
-the method to learn its defaults).
+read as version 0: the same fields, except that the oldest lack ``method_defaults`` (tables then take a
+built-in method's declared defaults from ltbench.declarations, without importing it).
 """
 from __future__ import annotations
 
