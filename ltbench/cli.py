@@ -222,48 +222,111 @@ FAMILIES = ("baseline", "re-weighting", "re-sampling", "margin", "logit adjustme
             "DaSL")
 
 
+def _method_declarations(name: str | None, plugins: list[Path] | None) -> list[dict]:
+    """The declarations `ltbench methods` shows (ltbench.declarations): the built-ins' from their record,
+    without importing them (nor torch); imported, as `run` does, when plugins or entry points add methods, when
+    the record does not match the method files, or to name the closest methods to an unknown NAME."""
+    import os
+    from importlib.metadata import entry_points
+
+    from .declarations import builtin, describe
+    from .registry import PLUGIN_ENV, load_methods
+
+    added = plugins or os.environ.get(PLUGIN_ENV) or entry_points(group="ltbench.methods")
+    declared = None if added else builtin()
+    if declared is not None and (name is None or name in declared):
+        return [declared[name]] if name else list(declared.values())
+    registry = load_methods([str(p) for p in plugins or []])
+    for problem in registry.load_errors:
+        err.print(f"warning: {problem}", markup=False, highlight=False, soft_wrap=True)
+    return [describe(registry.get(name))] if name else [describe(entry) for entry in registry.entries()]
+
+
+def _summary_text(declared: dict) -> Text:
+    summary = Text(declared["summary"])
+    if declared["reference"]:
+        summary.append(f"\nreference: {declared['reference']}", style="dim")
+    return summary
+
+
+def _print_method(declared: dict) -> None:
+    """`ltbench methods NAME`: what the method is, its stages and its options, every word shown."""
+    def line(text: str | Text, style: str = "") -> None:  # prose wraps at a terminal, one line otherwise
+        out.print(text if isinstance(text, Text) else Text(text, style=style), soft_wrap=not out.is_terminal)
+
+    line(Text.assemble((declared["name"], "bold"), f" · {declared['family'] or 'other'} · {declared['origin']}"))
+    line(_summary_text(declared))
+    stages = declared["stages"]
+    if isinstance(stages, str):  # "(cannot list: ...)"
+        line(f"stages: {stages}")
+    else:
+        line("stages under the paper recipe (trainable, sampler):")
+        for i, stage in enumerate(stages, start=1):
+            line(f"  {i}. {stage['name']} ({stage['trainable']}, {stage['sampler']})")
+    if not declared["options"]:
+        line("options: none")
+        return
+    from .terminal import fit_prose, print_whole
+
+    options = Table(title=f"options of {declared['name']} (set with -o KEY=VALUE)")
+    for column in ("option", "default", "allowed", "meaning"):
+        options.add_column(column, no_wrap=True)
+    for option in declared["options"]:
+        allowed = option["allowed"].replace(" | ", " |\n") if out.is_terminal else option["allowed"]  # a choice a line
+        options.add_row(Text(option["option"]), Text(option["default"]), Text(allowed), Text(option["meaning"]))
+    fit_prose(options, out, [3], least=20)  # the meaning wraps on a terminal
+    print_whole(options, out)
+
+
 @app.command()
 @user_errors
 def methods(
-    name: Optional[str] = typer.Argument(None, help="Show one method's options and stages."),
+    name: Optional[str] = typer.Argument(None, help="Show one method's summary, stages and options."),
     plugins: Optional[List[Path]] = typer.Option(None, "--plugins", help=PLUGINS_HELP),
 ):
-    """List the methods (built-in, entry points, plugin files) with summary, stages and origin."""
-    from .config import RECIPES
-    from .registry import load_methods
+    """List the methods (built-in, entry points, plugin files) with summary, stages and origin.
 
-    registry = load_methods([str(p) for p in plugins or []])
-    for problem in registry.load_errors:
-        err.print(f"warning: {problem}", markup=False, highlight=False)
-    entries = [registry.get(name)] if name else registry.entries()
-    order = {family: i for i, family in enumerate(FAMILIES)}
-    entries.sort(key=lambda e: (order.get(getattr(e.obj, "family", ""), len(order)), e.name))
-    table = Table(title="ltbench methods")
-    for column in ("method", "family", "summary (reference implementation)", "stages", "origin"):
-        table.add_column(column, overflow="fold")
-    families = [getattr(entry.obj, "family", "") or "other" for entry in entries]
-    for i, entry in enumerate(entries):
-        try:
-            stages = " -> ".join(f"{s.name}[{s.trainable}, {s.sampler}]" for s in entry.obj().stages(RECIPES["paper"]))
-        except LTBenchError as exc:
-            stages = f"(cannot list: {exc})"
-        last_of_family = i + 1 == len(entries) or families[i + 1] != families[i]  # a rule between families
-        summary = Text(entry.summary)
-        reference = getattr(entry.obj, "reference", "")
-        if reference:
-            summary.append(f"\nreference: {reference}", style="dim")
-        table.add_row(entry.name, families[i], summary, stages, entry.origin, end_section=last_of_family)
-    out.print(table)
+    Piped or written to a file, every line is whole (summary and reference in full, one line each); on a
+    terminal the list fits its width: names and stages whole, the summary and reference cut with "…"
+    (`ltbench methods NAME` or a pipe shows them in full).
+    """
+    from rich import box
+
+    from .terminal import fit_prose, print_whole
+
+    declared = _method_declarations(name, plugins)
     if name:
-        cls = entries[0].obj
-        options = Table(title=f"options of {name} (set with -o KEY=VALUE)")
-        for column in ("option", "default", "allowed", "meaning"):
-            options.add_column(column, overflow="fold")
-        for key, default in cls.defaults.items():
-            choices, allowed = cls.choices.get(key), cls.option_range(key)
-            options.add_row(key, str(default), " | ".join(map(str, choices)) if choices else str(allowed or ""),
-                            cls.help.get(key, ""))
-        out.print(options)
+        _print_method(declared[0])
+        return
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    declared.sort(key=lambda d: (order.get(d["family"], len(order)), d["name"]))
+    families = [d["family"] or "other" for d in declared]
+    compact = out.is_terminal  # one section per family, no family column
+    with_origin = not compact or any(d["origin"] != "built-in" for d in declared)
+    summary = "summary (reference implementation)"
+    if compact:
+        table = Table(title="ltbench methods", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
+        columns = ["method", "stages", summary] + ["origin"] * with_origin
+    else:
+        table = Table(title="ltbench methods")
+        columns = ["method", "family", summary, "stages", "origin"]
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for i, entry in enumerate(declared):
+        stages = entry["stages"] if isinstance(entry["stages"], str) else \
+            (" ->\n" if compact else " -> ").join(stage["name"] for stage in entry["stages"])
+        origin = [Text(entry["origin"])] * with_origin
+        if compact:
+            if i == 0 or families[i - 1] != families[i]:
+                table.add_row(Text(families[i], style="bold"))
+            table.add_row(Text(entry["name"]), Text(stages), _summary_text(entry), *origin)
+        else:
+            last_of_family = i + 1 == len(declared) or families[i + 1] != families[i]  # a rule between families
+            table.add_row(Text(entry["name"]), Text(families[i]), _summary_text(entry), Text(stages), *origin,
+                          end_section=last_of_family)
+    fit_prose(table, out, [columns.index(summary)], least=len(summary), one_line=True)
+    print_whole(table, out)
 
 
 @app.command()
@@ -331,7 +394,7 @@ def table(
     """Mean ± std over seeds of every finished run, grouped by method (+ options), dataset, IF, backbone, recipe.
 
     Unfinished run folders are skipped with a warning. Rows of the cpu/smoke/tiny recipes say so in their
-    label; the best value of each column is bold. --compare-to says whether a difference is more than
+    label; the best value of each column among runs of the same recipe and backbone is bold. --compare-to says whether a difference is more than
     test-set noise.
     """
     from .results.tables import build_table, output_format, render, to_rich, write_table
@@ -343,7 +406,9 @@ def table(
         write_table(result, out_file, fmt)
         err.print(f"wrote {out_file}", markup=False, highlight=False)
     elif fmt == "rich":
-        out.print(to_rich(result))
+        from .terminal import print_whole
+
+        print_whole(to_rich(result), out)  # whole at any width: a log never loses a digit or a name
     else:
         out.print(render(result, fmt), markup=False, highlight=False, end="", soft_wrap=True)
 

@@ -8,11 +8,12 @@ and :func:`metrics_json`; tables, plots, sweeps' skip logic and benchmarks/repro
 through :func:`read` and :func:`run_key`. Torch-free, so readers never import the engine.
 
 Both JSON files carry ``schema_version`` (SCHEMA_VERSION). Folders written before it existed have none and
-read as version 0: the same fields, except that the oldest lack ``method_defaults`` (tables then import
-the method to learn its defaults).
+read as version 0: the same fields, except that the oldest lack ``method_defaults`` (tables then take a
+built-in method's declared defaults from ltbench.declarations, without importing it).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ GROUPS = ("many", "medium", "few")
 # the scalar metrics of metrics.json (None where they are undefined, e.g. a shot group without classes)
 METRICS = ("acc", "many_acc", "medium_acc", "few_acc", "balanced_acc", "ece", "nll", "wrong_confidence",
                "feature_compactness")
+# what each metric can be: (low, high) bounds of a value a run writes (percentages, a confidence, >= 0)
+METRIC_BOUNDS = {**{key: (0.0, 100.0) for key in ("acc", "many_acc", "medium_acc", "few_acc", "balanced_acc", "ece")},
+                 "wrong_confidence": (0.0, 1.0), "nll": (0.0, math.inf), "feature_compactness": (0.0, math.inf)}
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
               int: "a number", float: "a number"}
 
@@ -123,11 +127,19 @@ class RunRecord:
             return f"{config_file} has 'imbalance' = {config['imbalance']!r} (a number or null expected)"
         if not isinstance(config.get("method_options") or {}, dict):
             return f"{config_file} has 'method_options' = {config['method_options']!r} (an object expected)"
+        if metrics.get("acc") is None:
+            return f"{metrics_file} has no 'acc' (top-1 accuracy, the number every table shows)"
         for key in METRICS:
-            if metrics.get(key) is not None and not _number(metrics[key]):
-                return f"{metrics_file} has '{key}' = {metrics[key]!r} (a number expected)"
+            value = metrics.get(key)
+            if value is not None and not _number(value):
+                return f"{metrics_file} has '{key}' = {value!r} (a number expected)"
+            low, high = METRIC_BOUNDS[key]
+            if value is not None and not (math.isfinite(value) and low <= value <= high):  # NaN, inf, 250, -1e308
+                allowed = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f"finite and >= {low:g}"
+                return f"{metrics_file} has '{key}' = {value!r} (a value {allowed} expected)"
         sizes = metrics.get("group_sizes")
-        if not (isinstance(sizes, dict) and all(isinstance(sizes.get(g), int) for g in GROUPS)):
+        if not (isinstance(sizes, dict) and all(isinstance(sizes.get(g), int) and not isinstance(sizes[g], bool)
+                                                and sizes[g] >= 0 for g in GROUPS)):
             return f"{metrics_file} has 'group_sizes' = {sizes!r} (many/medium/few class counts expected)"
         return None
 

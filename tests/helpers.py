@@ -66,8 +66,8 @@ def make_run(results: Path, name: str, method: str = "ce", seed: int = 0, acc: f
         "profile": "exp", "backbone": backbone, "recipe": recipe, "seed": seed, "precision": "fp32",
         "epochs": None, "stage2_epochs": None, "batch_size": None, "lr": None, "stage2_lr": None,
         "run_key": f"key-{name}", "numerics": NUMERICS_VERSION, **config}, {
-        "acc": acc, "many_acc": acc + 10, "medium_acc": acc - 10 if sizes["medium"] else None,
-        "few_acc": acc - 30 if sizes["few"] else None, "ece": ece, "nll": 1.0, "wrong_confidence": 0.7,
+        "acc": acc, "many_acc": min(acc + 10, 100.0), "medium_acc": max(acc - 10, 0.0) if sizes["medium"] else None,
+        "few_acc": max(acc - 30, 0.0) if sizes["few"] else None, "ece": ece, "nll": 1.0, "wrong_confidence": 0.7,
         "balanced_acc": acc, "group_sizes": sizes, "feature_compactness": 0.5, "stages": [],
         "run_key": f"key-{name}", "status": "complete"})
     write_json(run / CONFIG_FILE, record.to_config_json())

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..terminal import print_whole
+
 
 def fmt(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -131,4 +133,4 @@ class Reporter:
             table.add_row(name, fmt(m.get("acc")), fmt(m.get("many_acc")), fmt(m.get("medium_acc")),
                           fmt(m.get("few_acc")), fmt(m.get("ece")), fmt(m.get("nll"), 3),
                           fmt(m.get("wrong_confidence"), 3))
-        Console().print(table)
+        print_whole(table)  # at its full width, on a terminal or in a log

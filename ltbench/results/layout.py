@@ -1,6 +1,7 @@
 """Table layouts: ``long`` (one row per group, every shot group and ECE) and ``paper`` (methods × dataset
 and IF, as CIFAR-LT papers print). Best values are marked among our runs only (published rows are
-context, not contestants). A published row appears where a run shares its setting, and, when it names the
+context, not contestants), and only among runs of the same dataset × IF, backbone and recipe (with its
+overrides): like with like. A published row appears where a run shares its setting, and, when it names the
 method configuration it was measured with (reference.py ``runs_of``, ``options``), only where a run of that
 configuration is in the table; its label says which."""
 from __future__ import annotations
@@ -58,6 +59,22 @@ def _mark_best(cells: list[Cell], lower_is_better: bool) -> None:
             cell.best = cell.mean is not None and round(cell.mean, cell.digits) == best
 
 
+def _like_with_like(rows: list[list], key) -> list[tuple[tuple, list[list]]]:
+    """The rows grouped by ``key`` (setting, backbone, recipe): a best value is the best among runs of the same
+    schedule and backbone, never a paper-recipe row beside a 2-epoch smoke row."""
+    groups: dict[tuple, list[list]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return list(groups.items())
+
+
+def _best_scope(summary: pd.DataFrame, where: str) -> str:
+    """What "best" is the best of, as the title says it."""
+    several = [name for name, column in (("recipe", "recipe"), ("backbone", "backbone"))
+               if summary[column].nunique() > 1]
+    return " and ".join([where, *several])
+
+
 def _reference_matches(ref: Reference, row) -> bool:
     same_imbalance = (ref.imbalance is None and pd.isna(row["imbalance"])) or (
         ref.imbalance is not None and not pd.isna(row["imbalance"]) and float(row["imbalance"]) == ref.imbalance)
@@ -98,8 +115,7 @@ def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool 
         cells = [_cell(row, m, as_error, digits) for m, as_error, digits, _ in values]
         rows.append([row["base"], row["setting"], row["backbone"], row["recipe"], *cells, str(row["seeds"])]
                     + ([] if uniform else ["/".join(str(int(row[g])) for g in GROUPS)]))
-    for setting in summary["setting"].unique():
-        members = [r for r in rows if r[1] == setting]
+    for _, members in _like_with_like(rows, lambda r: (r[1], r[2], r[3])):  # setting, backbone, recipe
         for column, (*_, lower_is_better) in enumerate(values, start=4):
             _mark_best([r[column] for r in members], lower_is_better)
     references = []
@@ -112,7 +128,7 @@ def long_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool 
                                    *(Cell(None) for _ in extra), "-"]
                                   + ([] if uniform else [""]))
     what = "error" if error else "accuracy"
-    title = f"Top-1 {what} (%) and ECE (%), mean ± std over seeds; best per dataset in bold"
+    title = f"Top-1 {what} (%) and ECE (%), mean ± std over seeds; best per {_best_scope(summary, 'dataset')} in bold"
     if best_epoch:
         columns.insert(5, BEST_EPOCH_COLUMN)
         for i, row in enumerate(rows + references):
@@ -135,8 +151,10 @@ def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool
     settings, labels = list(summary["setting"].unique()), list(summary["label"].unique())
     cells = {(row["label"], row["setting"]): _cell(row, "acc", error) for _, row in summary.iterrows()}
     rows = [[label] + [cells.get((label, s), Cell(None)) for s in settings] for label in labels]
-    for i in range(len(settings)):
-        _mark_best([row[i + 1] for row in rows], lower_is_better=error)
+    schedule = summary.drop_duplicates("label").set_index("label")[["backbone", "recipe"]]
+    for _, members in _like_with_like(rows, lambda r: tuple(schedule.loc[r[0]])):
+        for i in range(len(settings)):
+            _mark_best([row[i + 1] for row in members], lower_is_better=error)
     references: dict[str, list[Cell]] = {}
     if with_reference:
         for ref in REFERENCES:
@@ -149,7 +167,7 @@ def paper_table(summary: pd.DataFrame, metric: str = "acc", with_reference: bool
     else:
         over = f"mean ± std over {seeds[0]} seeds" if len(seeds) == 1 else \
             f"mean ± std over {seeds[0]}-{seeds[-1]} seeds (number in brackets)"
-    title = f"Top-1 {'error' if error else 'accuracy'} (%), {over}; best per column in bold"
+    title = f"Top-1 {'error' if error else 'accuracy'} (%), {over}; best per {_best_scope(summary, 'column')} in bold"
     rows += [[label, *ref_cells] for label, ref_cells in references.items()]
     columns = ["method", *settings]
     best_cells = {(row["label"], row["setting"]): _best_epoch_cell(row, error) for _, row in summary.iterrows()}

@@ -12,6 +12,7 @@ file, each titled with its setting, rather than mixing them or refusing; --filte
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ from ..errors import ConfigError, DataError
 from ..files import atomic_write, make_folder
 from ..record import PER_CLASS_FILE, TEST_LOGITS_FILE
 from .runs import DATASET_NAMES, METRICS, compact_options, load_finished_runs, method_defaults
+from .styles import MAX_LINES, method_styles, wrap_title
 from .significance import read_test_logits
 
 KINDS = ("ablation", "per-class", "reliability", "imbalance")
@@ -146,13 +148,22 @@ def _read_per_class(run: pd.Series) -> pd.DataFrame:
 
 
 def per_class(df: pd.DataFrame) -> Figure:
-    """Per-class test accuracy (lines, one per method) over the train counts (log-scale bars behind); one
-    panel per setting."""
+    """Per-class test accuracy over the train counts, one panel per setting: up to MAX_LINES methods as lines
+    (each its colour and marker) over log-scale bars of the train counts; more as a heatmap of methods x
+    classes, the classes ordered by train images (head first), that a reader can scan row by row."""
+    styles = method_styles(df["label"])
+
     def size(runs: pd.DataFrame) -> tuple[float, float]:
         labels = list(runs["label"].unique())
+        if len(labels) > MAX_LINES:
+            return 10.0, 3.2 + 0.3 * len(labels)
         return 9.0, 4.5 + 0.2 * math.ceil(len(labels) / _legend_columns(labels))
 
-    return _per_setting(settings(df), size, _per_class)
+    def draw(panel: Canvas, runs: pd.DataFrame, context: str) -> None:
+        many = runs["label"].nunique() > MAX_LINES
+        (_per_class_heatmap if many else _per_class)(panel, runs, context, styles)
+
+    return _per_setting(settings(df), size, draw)
 
 
 def _legend_columns(labels: list[str]) -> int:
@@ -161,7 +172,11 @@ def _legend_columns(labels: list[str]) -> int:
     return max(1, min(3, int(8.5 // (0.075 * longest + 0.6))))
 
 
-def _per_class(fig: Canvas, df: pd.DataFrame, context: str) -> None:
+def _mean_per_class(runs: pd.DataFrame) -> np.ndarray:
+    return np.mean([_read_per_class(run)["acc"].to_numpy(float) for _, run in runs.iterrows()], axis=0)
+
+
+def _per_class(fig: Canvas, df: pd.DataFrame, context: str, styles: dict[str, dict]) -> None:
     ax = fig.add_subplot()
     counts_ax = ax.twinx()
     first = _read_per_class(df.iloc[0])
@@ -171,9 +186,9 @@ def _per_class(fig: Canvas, df: pd.DataFrame, context: str) -> None:
     ax.set_zorder(counts_ax.get_zorder() + 1)  # lines in front of the bars
     ax.patch.set_visible(False)
     for label, runs in df.groupby("label", sort=False):
-        accuracy = np.mean([_read_per_class(run)["acc"].to_numpy() for _, run in runs.iterrows()], axis=0)
-        ax.plot(first["class"], accuracy, marker="o" if len(first) <= 100 else None, markersize=3,
-                label=f"{label} ({_n_seeds(len(runs))})")
+        style = {**styles[label], "marker": styles[label]["marker"] if len(first) <= 100 else None}
+        ax.plot(first["class"], _mean_per_class(runs), markersize=4, label=f"{label} ({_n_seeds(len(runs))})",
+                **style)
     ax.set_xlabel("class index (head first)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
@@ -181,6 +196,43 @@ def _per_class(fig: Canvas, df: pd.DataFrame, context: str) -> None:
     # below the plot, not in it: the tail classes (right) are what the plot is for
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=_legend_columns(names), fontsize="small")
+
+
+def _per_class_heatmap(fig: Canvas, df: pd.DataFrame, context: str, styles: dict[str, dict]) -> None:
+    """Methods (rows, in table order) x classes (columns, most train images first); the value in each cell
+    where there is room (up to 30 classes); the train counts as bars above, aligned with the columns."""
+    first = _read_per_class(df.iloc[0])
+    order = np.argsort(-first["train_count"].to_numpy(), kind="stable")  # head first; ties by class index
+    groups = df.groupby("label", sort=False)
+    uniform = groups.size().nunique() == 1  # the seeds are in the title then, as the recipe and backbone are
+    labels = [runs["base"].iloc[0] + ("" if uniform else f" ({_n_seeds(len(runs))})") for _, runs in groups]
+    values = np.array([_mean_per_class(runs)[order] for _, runs in groups])
+    counts_ax, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.2, 0.3 * len(labels)]})
+    positions = np.arange(len(order))
+    counts_ax.bar(positions, first["train_count"].to_numpy()[order], color="0.6", width=0.9)
+    counts_ax.set_yscale("log")
+    counts_ax.set_ylabel("train images\n(log scale)", fontsize="small")
+    counts_ax.tick_params(labelbottom=False)
+    if "group" in first.columns:  # many / medium / few: a line between groups, the name over each
+        group = first["group"].to_numpy()[order]
+        edges = [0] + [i for i in range(1, len(group)) if group[i] != group[i - 1]] + [len(group)]
+        for start, end in zip(edges, edges[1:]):
+            counts_ax.annotate(str(group[start]), ((start + end - 1) / 2, 1.02), xycoords=("data", "axes fraction"),
+                               ha="center", va="bottom", fontsize="small")
+            if start:
+                for axis in (counts_ax, ax):
+                    axis.axvline(start - 0.5, color="white" if axis is ax else "0.3", linewidth=1.5)
+    low = 10 * math.floor(min(float(np.nanmin(values)), 99.0) / 10)  # 89-100 %: a scale from 80, not 0
+    image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=low, vmax=100, interpolation="nearest")
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize="small")
+    if len(order) <= 30:
+        ax.set_xticks(positions, [str(c) for c in first["class"].to_numpy()[order]])
+        for (row, column), value in np.ndenumerate(values):
+            ax.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
+                    color="black" if value > low + 0.6 * (100 - low) else "white")
+    ax.set_xlabel("class (most train images first)")
+    fig.colorbar(image, ax=[counts_ax, ax], label="test accuracy (%)", fraction=0.04, pad=0.02)
+    fig.suptitle(wrap_title(f"Per-class accuracy: {context}", 90))  # over the figure, not one axis: never cut
 
 
 def _confidences(run: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +258,7 @@ def reliability(df: pd.DataFrame, warn: Callable[[str], None] = warnings.warn) -
 
     def size(runs: pd.DataFrame) -> tuple[float, float]:
         labels = runs["label"].nunique()
-        return 3.6 * min(labels, 4), 4.4 * math.ceil(labels / 4) + 0.6
+        return max(3.6 * min(labels, 4), 7.2), 4.4 * math.ceil(labels / 4) + 1.0  # + the title and the legend
 
     return _per_setting(settings(df), size, _reliability)
 
@@ -230,8 +282,14 @@ def _reliability(fig: Canvas, df: pd.DataFrame, context: str) -> None:
         ax.bar(edges, bins["accuracy"], width=width, align="edge", edgecolor="black", label="accuracy")
         filled = bins["count"] > 0
         gap = np.where(filled, bins["confidence"] - bins["accuracy"], 0.0)
-        ax.bar(edges, gap, bottom=bins["accuracy"], width=width, align="edge", color="tab:red", alpha=0.3,
-               label="gap to confidence")
+        # over-confident bins (confidence above accuracy): red up to the confidence; under-confident ones
+        # (accuracy above confidence): the part of the accuracy bar above the confidence, hatched green
+        ax.bar(edges, np.maximum(gap, 0.0), bottom=bins["accuracy"], width=width, align="edge", color="tab:red",
+               alpha=0.3, label="over-confident: gap up to the confidence")
+        under = np.maximum(-gap, 0.0)
+        ax.bar(edges, under, bottom=np.where(filled, bins["confidence"], 0.0), width=width, align="edge",
+               color="tab:green", alpha=0.6, hatch="//", edgecolor="black", linewidth=np.where(under > 0, 1.0, 0.0),
+               label="under-confident: accuracy above the confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         ece, ece_std = _mean_std(runs["ece"])
         ax.set_title(f"{label}\nECE {ece:.2f}%" + (f" ± {ece_std:.2f}" if len(runs) > 1 else ""), fontsize="medium")
@@ -246,7 +304,8 @@ def _reliability(fig: Canvas, df: pd.DataFrame, context: str) -> None:
         counts_ax.set_xlim(0, 1)
         counts_ax.set_ylabel("images", fontsize="small")
         counts_ax.set_xlabel("confidence")
-    diagrams[0].legend(fontsize="small", loc="upper left")
+    # below the diagrams, over none of them: what the bars and the two kinds of gap are
+    fig.legend(*diagrams[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small")
     for ax in diagrams[len(labels):] + histograms[len(labels):]:
         ax.set_visible(False)
     fig.suptitle(f"Reliability ({ECE_BINS} bins, test set; images per bin below each)\n{context}")
@@ -259,13 +318,16 @@ def imbalance(df: pd.DataFrame, metric: str = "acc", warn: Callable[[str], None]
     if df.empty:
         raise ConfigError("the imbalance plot needs runs with an imbalance factor (published LT splits have none)")
     datasets = sorted(df["dataset"].unique())
-    fig = Figure(figsize=(5.5 * len(datasets), 4.5), layout="constrained")
+    styles = method_styles(df["label"])
+    legend_rows = math.ceil(len(styles) / _legend_columns(list(styles)))
+    fig = Figure(figsize=(max(9.0, 5.5 * len(datasets)), 4.8 + 0.2 * legend_rows), layout="constrained")
     for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
         runs = df[df["dataset"] == dataset]
         for label, group in runs.groupby("label", sort=False):
             stats = group.groupby("imbalance")[metric].agg(["mean", "std"]).sort_index()
             ax.errorbar(stats.index.to_numpy(float), stats["mean"].to_numpy(float),
-                        yerr=stats["std"].fillna(0.0).to_numpy(float), marker="o", capsize=3, label=label)
+                        yerr=stats["std"].fillna(0.0).to_numpy(float), capsize=3, markersize=5, label=label,
+                        **styles[label])
         factors = sorted(runs["imbalance"].unique())
         ax.set_xscale("log")
         ax.set_xticks(factors, [f"{f:g}" for f in factors])
@@ -277,9 +339,14 @@ def imbalance(df: pd.DataFrame, metric: str = "acc", warn: Callable[[str], None]
         if len(factors) == 1:
             only = f"only IF {factors[0]:g} here: run other imbalance factors (--imbalance) to see a trend"
             warn(f"imbalance plot, {DATASET_NAMES.get(dataset, dataset)}: {only}")
-            title += f"\n{only}"
-        ax.set_title(title)
-        ax.legend(fontsize="small")
+            title += "\n" + textwrap.fill(only, 60)  # a line no wider than the panel: never clipped
+        ax.set_title(title, fontsize="medium")
+    # one legend for every panel, below them (not over the lines): a label has the same look in each
+    handles = {}
+    for ax in fig.axes:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize="small",
+               ncols=_legend_columns(list(handles)))
     return fig
 
 

@@ -102,8 +102,10 @@ def render(table: Table, fmt: str) -> str:
     if fmt == "rich":
         from rich.console import Console
 
+        from ..terminal import print_whole
+
         buffer = io.StringIO()
-        Console(file=buffer, width=400, color_system=None).print(to_rich(table))
+        print_whole(to_rich(table), Console(file=buffer, color_system=None))
         return buffer.getvalue()
     return {"markdown": _markdown, "latex": _latex, "csv": _csv}[fmt](table)
 

@@ -9,9 +9,9 @@ of one setting are seeds of one experiment.
 
 Options are labelled against the method's resolved defaults, recorded in each run's config.json
 (``dasl[beta=0.3]``), so a label means the same whatever subset of runs a table shows and tables never
-import plugin code. Runs older than that record fall back to the installed method's ``defaults``, and a
-method that cannot be imported here (a plugin not on the path, a file being edited) to the most common
-value of each option among its runs. Rows of a recipe other than the papers' (``paper``, ``imagenet``)
+import plugin code (nor torch). Runs older than that record fall back to the built-in method's declared
+``defaults`` (ltbench.declarations, read without importing the method), and any other method (a plugin) to
+the most common value of each option among its runs. Rows of a recipe other than the papers' (``paper``, ``imagenet``)
 carry it in their label (``ce (cpu)``): cpu numbers must never pass for paper numbers. Files are read
 through ltbench.record.
 """
@@ -170,25 +170,38 @@ def _most_common(values: list):
     return json.loads(counts.most_common(1)[0][0])
 
 
+def _builtin_defaults() -> dict[str, dict]:
+    """The built-in methods' declared defaults: from their record (ltbench.declarations: no method file, no
+    torch imported), or, where a method file was edited since the record was made, from the files."""
+    from ..declarations import builtin
+
+    declared = builtin()
+    if declared is not None:
+        return {name: dict(d.get("defaults") or {}) for name, d in declared.items()}
+    from ..registry import METHODS, load_methods  # imports the method files, hence torch
+
+    try:
+        load_methods()
+    except Exception:  # noqa: BLE001  a method file being written must not stop tables reading files
+        pass
+    return {e.name: dict(e.obj.defaults) for e in METHODS.entries() if e.origin == "built-in"}
+
+
 def method_defaults(df: pd.DataFrame) -> dict[str, dict]:
     """Each method's default options as its runs recorded them (config.json ``method_defaults``), so tables
     never import torch and label old runs by the defaults of their own time; runs written before that
-    record existed fall back to the installed class's ``defaults``, else the most common value per option."""
-    defaults = {}
+    record existed fall back to the built-in method's declared ``defaults``, else (a plugin: never imported
+    here) the most common value per option."""
+    defaults, builtins = {}, None
     recorded = df["method_defaults"] if "method_defaults" in df else pd.Series([None] * len(df), index=df.index)
     for method, group in df.groupby("method"):
         known = [d for d in recorded[group.index] if isinstance(d, dict)]
         if len(known) == len(group):
             defaults[method] = _most_common(known)
             continue
-        from ..registry import METHODS, load_methods  # imports the method files, hence torch
-
-        try:
-            load_methods()
-        except Exception:  # noqa: BLE001  a method file being written must not stop tables reading files
-            pass
-        if method in METHODS:
-            defaults[method] = dict(METHODS.get(method).obj.defaults)
+        builtins = _builtin_defaults() if builtins is None else builtins
+        if method in builtins:
+            defaults[method] = builtins[method]
         else:
             options = group["options"]
             keys = {k for o in options for k in o}

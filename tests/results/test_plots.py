@@ -236,3 +236,82 @@ def test_imbalance_plot_says_when_only_one_factor_is_present(tmp_path):
     messages.clear()
     assert "only IF" not in make_plot("imbalance", tmp_path, warn=messages.append).axes[0].get_title()
     assert not messages
+
+
+# --- every method distinct, many methods readable (#31 item 6) -------------------------------------------
+
+def _many_methods(results, n: int, counts=COUNTS) -> list[str]:
+    """n methods m00, m01, ... on digits-LT, 1 seed each, method m's accuracy of class c: 50 + m + c."""
+    names = [f"m{i:02d}" for i in range(n)]
+    for i, name in enumerate(names):
+        make_run(results, name, name, 0, 60.0, dataset="digits-lt", imbalance=20.0, recipe="smoke",
+                 per_class=[50.0 + i + c for c in range(len(counts))], train_counts=counts, method_defaults={})
+    return names
+
+
+def _look(line) -> tuple:
+    return (line.get_color(), line.get_marker(), line.get_linestyle())
+
+
+def test_per_class_lines_each_look_different(tmp_path):
+    _many_methods(tmp_path, 8)
+    lines = make_plot("per-class", tmp_path).axes[0].get_lines()
+    assert len(lines) == 8 and len({_look(line) for line in lines}) == 8
+    assert len({line.get_color() for line in lines}) == 8 and len({line.get_marker() for line in lines}) == 7
+
+
+def test_per_class_of_many_methods_is_a_heatmap_ordered_by_train_count(tmp_path):
+    """18 methods: not 18 lines over 10 classes but methods x classes, the classes by train count (head first)."""
+    counts = [14, 144, 74, 7, 103, 38, 53, 19, 10, 27]  # classes not in count order
+    names = _many_methods(tmp_path, 18, counts)
+    fig = make_plot("per-class", tmp_path)
+    counts_ax, ax = fig.axes[:2]
+    image = ax.get_images()[0]
+    order = np.argsort(counts)[::-1]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in order]
+    assert [t.get_text() for t in ax.get_yticklabels()] == names  # the table's order, one row each
+    np.testing.assert_allclose(image.get_array(), [[50.0 + i + c for c in order] for i in range(18)])
+    assert [p.get_height() for p in counts_ax.patches] == sorted(counts, reverse=True)
+    assert not ax.get_lines() and "Per-class accuracy" in fig.get_suptitle()
+    assert len(ax.texts) == 18 * 10 and ax.texts[0].get_text() == f"{50 + order[0]:.0f}"  # the values, in cells
+
+
+def test_imbalance_lines_each_look_different_and_nothing_is_clipped(tmp_path):
+    for i in range(18):
+        for factor in (10.0, 100.0):
+            make_run(tmp_path, f"m{i:02d}-{factor:g}", f"m{i:02d}", 0, 70.0 - i - factor / 10, imbalance=factor,
+                     method_defaults={})
+    make_run(tmp_path, "digits", "ce", 0, 60.0, dataset="digits-lt", imbalance=20.0, recipe="smoke")
+    fig = make_plot("imbalance", tmp_path, warn=lambda message: None)
+    cifar, digits = fig.axes
+    looks = [_look(container.lines[0]) for container in cifar.containers]
+    assert len(looks) == 18 and len(set(looks)) == 18
+    fig.draw_without_rendering()  # the constrained layout, as saving lays it out
+    box = fig.bbox
+    for ax in (cifar, digits):  # the second title line ("only IF 20 here: ...") fits in the figure
+        title = ax.title.get_window_extent()
+        assert box.x0 <= title.x0 and title.x1 <= box.x1, ax.get_title()
+    assert "only IF 20" in digits.get_title()
+    legend = fig.legends[0]
+    assert len(legend.get_texts()) == 19 and not any(
+        legend.get_window_extent().overlaps(ax.get_window_extent()) for ax in (cifar, digits))
+
+
+def test_reliability_legend_explains_both_gaps(tmp_path):
+    logits, labels = logits_for(3)
+    logits[:, :] = 0.0  # every prediction at confidence 0.1 ...
+    logits[np.arange(len(labels)), labels] = 0.3  # ... a little more on the true class: right, under-confident
+    make_run(tmp_path, "under", "ce", 0, 100.0, dataset="digits-lt", imbalance=20.0, recipe="smoke",
+             logits=logits, labels=labels)
+    fig = make_plot("reliability", tmp_path)
+    ax = next(ax for ax in fig.axes if ax.get_ylabel() == "accuracy")
+    accuracy, over, under = ax.containers[:3]
+    assert over.get_label().startswith("over-confident") and under.get_label().startswith("under-confident")
+    confidence = np.exp(0.3) / (np.exp(0.3) + 9)
+    filled = np.argmax([p.get_height() for p in accuracy.patches])
+    assert accuracy.patches[filled].get_height() == pytest.approx(1.0)
+    assert under.patches[filled].get_height() == pytest.approx(1.0 - confidence, abs=1e-6)
+    assert under.patches[filled].get_y() == pytest.approx(confidence, abs=1e-6) and over.patches[filled].get_height() == 0
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["accuracy", over.get_label(), under.get_label()]
+    assert under.patches[0].get_facecolor() != over.patches[0].get_facecolor()

@@ -95,6 +95,26 @@ def test_defaults_that_follow_the_data_set_label_each_setting_by_its_own(tmp_pat
     assert labels == {"CIFAR-10-LT IF100": {"cb"}, "CIFAR-100-LT IF100": {"cb", "cb[beta=0.99]"}}
 
 
+def test_best_is_marked_among_runs_of_the_same_recipe_and_backbone(tmp_path):
+    """#31 item 6: a quick-start tiny-recipe run beside a smoke sweep is not the smoke runs' "best" (nor a
+    paper-recipe run, a shortened smoke run or another backbone): each (setting, backbone, recipe) has its own."""
+    for name, method, acc, recipe, config in [
+            ("ce-tiny", "ce", 80.0, "tiny", {}), ("dasl-tiny", "dasl", 78.0, "tiny", {}),
+            ("ce-smoke", "ce", 40.0, "smoke", {}), ("dasl-smoke", "dasl", 45.0, "smoke", {}),
+            ("crt-paper", "crt", 90.0, "paper", {}), ("crt-short", "crt", 70.0, "smoke", {"epochs": 1}),
+            ("ce-r18", "ce", 60.0, "smoke", {"backbone": "resnet18"})]:
+        make_run(tmp_path, name, method, 0, acc, recipe=recipe, method_defaults={}, **config)
+    bold = {"ce (tiny, resnet32)", "dasl (smoke, resnet32)"}
+    paper = build_table(tmp_path, "paper")
+    assert {row[0] for row in paper.rows if row[1].best} == bold, [(r[0], r[1].best) for r in paper.rows]
+    assert "best per column and recipe and backbone in bold" in paper.title
+    long = build_table(tmp_path, "long")
+    assert {row[0] for row in long.rows if row[4].best} == {"ce", "dasl"}  # ce at tiny, dasl at smoke
+    assert {(row[0], row[3]) for row in long.rows if row[4].best} == {("ce", "tiny"), ("dasl", "smoke")}
+    markdown = invoke("table", "--results", tmp_path, "--format", "markdown").stdout
+    assert markdown.count("**") == 2 * 2 + 2  # two bold cells and the bold title
+
+
 def test_references_only_where_the_setting_matches(cifar):
     make_run(cifar, "ce-cpu", "ce", recipe="cpu", imbalance=10.0)
     table = build_table(cifar, "paper", with_reference=True)
@@ -185,6 +205,27 @@ def test_half_written_runs_are_skipped_with_a_warning(cifar):
     result = invoke("table", "--results", cifar)
     assert result.exit_code == 0
     assert result.stderr.count("warning:") == 2 and len(result.stderr.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize("metric,written,shown", [
+    ("acc", None, "no 'acc'"), ("acc", "NaN", "'acc' = nan"), ("acc", "250", "'acc' = 250"),
+    ("acc", "1e308", "'acc' = 1e+308"), ("acc", "-1e308", "'acc' = -1e+308"), ("acc", "Infinity", "'acc' = inf"),
+    ("few_acc", "-Infinity", "'few_acc' = -inf"), ("ece", "101", "'ece' = 101"), ("nll", "NaN", "'nll' = nan"),
+    ("wrong_confidence", "2", "'wrong_confidence' = 2")])
+def test_impossible_metrics_skip_the_run_with_a_warning(cifar, metric, written, shown):
+    """#31 item 14: a hand-edited or foreign metrics.json (acc missing, NaN, 250, +-1e308, Infinity) is never
+    tabulated, let alone bold as the best: the run is skipped with one line naming the file and the value."""
+    run = make_run(cifar, "zz-impossible", "crt", 5, 76.0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    text = json.dumps({k: v for k, v in metrics.items() if k != metric} if written is None else
+                      {**metrics, metric: "VALUE"}).replace('"VALUE"', written or "")
+    (run / "metrics.json").write_text(text)
+    result = invoke("table", "--results", cifar, "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    warning, = result.stderr.strip().splitlines()
+    assert warning.startswith(f"warning: skipped {run}: {run / 'metrics.json'} has {shown}"), warning
+    assert "| crt | **75.50 ± 0.71 [2]** |" in result.stdout  # the two real crt seeds, still the best
+    assert "250" not in result.stdout and "inf" not in result.stdout and "nan" not in result.stdout
 
 
 def test_a_seed_that_ran_twice_counts_once_by_its_newest_run(cifar):
