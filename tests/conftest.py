@@ -89,3 +89,13 @@ def fault_plugin(tmp_path: Path):
         return folder
 
     return write
+
+
+@pytest.fixture(scope="module")
+def ce_alone(tmp_path_factory):
+    """The test logits of a FAST `ce` run alone in a fresh results folder (what reuse must reproduce bit for bit)."""
+    from tests.helpers import fast_run, logits_of
+
+    out = tmp_path_factory.mktemp("ce-alone")
+    fast_run(out, "ce", "ce")
+    return logits_of(out, "ce")

@@ -26,6 +26,18 @@ def invoke(*args, env: dict | None = None):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "300", **(env or {})})
 
 
+def fast_run(out: Path, method: str, name: str, *extra) -> dict:
+    """`ltbench run --method METHOD` with the FAST arguments into results folder OUT as run NAME; its metrics."""
+    result = invoke("run", "--method", method, *FAST, "--results", out, "--run-name", name, *extra)
+    assert result.exit_code == 0, result.output
+    return read_run(out, name)
+
+
+def logits_of(out: Path, name: str) -> np.ndarray:
+    """The test logits run NAME wrote under OUT."""
+    return np.load(out / "runs" / name / "test_logits.npz")["logits"]
+
+
 def read_run(out: Path, name: str, file: str = "metrics.json") -> dict:
     """A JSON file of run NAME under the results folder OUT (metrics.json by default)."""
     return json.loads((out / "runs" / name / file).read_text())

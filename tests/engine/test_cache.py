@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import FAST, REPO, invoke
+from tests.helpers import FAST, REPO, fast_run as run, invoke, logits_of
 
 POSTHOC_PLUGIN = '''
 import torch
@@ -48,22 +48,6 @@ class ScaledCE(Method):
 SCALE = 1.0
 '''
 
-
-def run(out: Path, method: str, name: str, *extra) -> dict:
-    result = invoke("run", "--method", method, *FAST, "--results", out, "--run-name", name, *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads((out / "runs" / name / "metrics.json").read_text())
-
-
-def logits_of(out: Path, name: str) -> np.ndarray:
-    return np.load(out / "runs" / name / "test_logits.npz")["logits"]
-
-
-@pytest.fixture(scope="module")
-def ce_alone(tmp_path_factory) -> np.ndarray:
-    out = tmp_path_factory.mktemp("ce-alone")
-    run(out, "ce", "ce")
-    return logits_of(out, "ce")
 
 
 @pytest.fixture(scope="module")

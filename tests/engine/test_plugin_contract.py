@@ -11,7 +11,7 @@ import pytest
 
 from ltbench.config import RunConfig
 from ltbench.engine.plan import plan_run
-from tests.helpers import FAST, invoke
+from tests.helpers import FAST, fast_run, invoke, logits_of
 
 # one body per hook that trains a stage (and setup), each as a plugin would write it
 HOOK_BODIES = {
@@ -173,22 +173,6 @@ class SlowBN(CRTLike):
 '''
 
 
-def run(out: Path, method: str, *extra) -> dict:
-    result = invoke("run", "--method", method, *FAST, "--results", out, "--run-name", method, *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads((out / "runs" / method / "metrics.json").read_text())
-
-
-def logits_of(out: Path, name: str) -> np.ndarray:
-    return np.load(out / "runs" / name / "test_logits.npz")["logits"]
-
-
-@pytest.fixture(scope="module")
-def ce_alone(tmp_path_factory) -> np.ndarray:
-    out = tmp_path_factory.mktemp("ce-alone")
-    run(out, "ce")
-    return logits_of(out, "ce")
-
 
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory) -> Path:
@@ -201,11 +185,11 @@ def probes(tmp_path_factory) -> Path:
 def test_a_methods_setup_cannot_change_the_shared_stage(tmp_path, ce_alone, probes, probe):
     """#28 item 2: setup runs after the shared stage (trained or loaded on a model no method touched), before
     the method's own first stage; a later `ce` in the same results folder reuses an artifact equal to its own."""
-    first = run(tmp_path / "out", probe, "--plugins", probes)
+    first = fast_run(tmp_path / "out", probe, probe, "--plugins", probes)
     assert not first["stages"][0]["reused"]
-    ce = run(tmp_path / "out", "ce")
+    ce = fast_run(tmp_path / "out", "ce", "ce")
     assert ce["stages"][0]["reused"] and ce["stages"][0]["key"] == first["stages"][0]["key"]
     np.testing.assert_array_equal(logits_of(tmp_path / "out", "ce"), ce_alone)
     if probe == "halve-weights":  # and the setup still shapes the method's own stage
-        run(tmp_path / "out", "crt")
+        fast_run(tmp_path / "out", "crt", "crt")
         assert not np.array_equal(logits_of(tmp_path / "out", probe), logits_of(tmp_path / "out", "crt"))
