@@ -557,15 +557,22 @@ def test_split_list_errors_name_file_line_and_places(tmp_path):
         source("places-lt").load(tmp_path)
 
 
+def places_lt_beside(tmp_path: Path, folder: str) -> tuple[Path, dict]:
+    """A tiny Places-LT under tmp_path/data (val and test lists written, the train list left to the test) and one
+    image, tmp_path/FOLDER/0.jpg, outside it."""
+    root = tmp_path / "data"
+    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
+    (tmp_path / folder).mkdir()
+    write_image(tmp_path / folder / "0.jpg", 7, 8)
+    for split in ("val", "test"):
+        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    return root, lines
+
+
 @pytest.mark.parametrize("bad", ["/etc/hostname", "../outside/0.jpg", "train/a/../../../outside/0.jpg",
                                  "C:\\images\\0.jpg", "..\\outside\\0.jpg"])
 def test_split_list_paths_leaving_the_data_root_are_refused_unless_allowed(tmp_path, monkeypatch, bad):
-    root = tmp_path / "data"
-    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
-    (tmp_path / "outside").mkdir()
-    write_image(tmp_path / "outside" / "0.jpg", 7, 8)
-    for split in ("val", "test"):
-        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    root, lines = places_lt_beside(tmp_path, "outside")
     train_list = root / "Places_LT_train.txt"
     write_list(train_list, [lines["train"][0], f"{bad} 1", *lines["train"][1:]])
     monkeypatch.delenv(sources.OUTSIDE_ROOT_ENV, raising=False)
@@ -586,12 +593,7 @@ def test_allowed_absolute_list_paths_are_followed(tmp_path, monkeypatch):
     from ltbench.data import build_data
     from ltbench.data.loaders import FileLoader
 
-    root = tmp_path / "data"
-    lines = write_split_dataset(root, ["a", "b"], {"train": 2, "val": 1, "test": 1})
-    (tmp_path / "elsewhere").mkdir()
-    write_image(tmp_path / "elsewhere" / "0.jpg", 7, 8)
-    for split in ("val", "test"):
-        write_list(root / f"Places_LT_{split}.txt", lines[split])
+    root, lines = places_lt_beside(tmp_path, "elsewhere")
     write_list(root / "Places_LT_train.txt", [lines["train"][0], f"{tmp_path / 'elsewhere' / '0.jpg'} 1",
                                               *lines["train"][1:]])
     monkeypatch.setenv(sources.OUTSIDE_ROOT_ENV, "1")
