@@ -45,28 +45,35 @@ from ltbench.models import build_model
 
 keep_freed_memory()
 model = build_model("resnet32", 10, 3).to(memory_format=torch.channels_last)
-images = torch.randn(512, 3, 32, 32)
 
 class Loader:
+    def __init__(self, n):
+        self.images = torch.randn(n, 3, 32, 32)
+
     def batches(self, batch_size, rank=0, world=1):
-        for start in range(0, len(images), batch_size):
-            yield {"x": images[start:start + batch_size], "y": torch.zeros(len(images[start:start + batch_size]))}
+        for start in range(0, len(self.images), batch_size):
+            x = self.images[start:start + batch_size]
+            yield {"x": x, "y": torch.zeros(len(x))}
 
-def faults(batch):
+def faults(batch, n):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    evaluate(model, Loader(), batch, "fp32", torch.device("cpu"), with_features=False)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    evaluate(model, Loader(n), batch, "fp32", torch.device("cpu"), with_features=False)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
 
-faults(RunConfig().eval_batch_size), faults(1024)  # first passes: the pages fault in once
-print(faults(RunConfig().eval_batch_size) / len(images), faults(1024) / len(images))
+default = RunConfig().eval_batch_size
+faults(default, default)  # the first pass: its pages fault in once
+large = min(faults(1024, 1024) for _ in range(2))  # the second pass would fault nothing if memory were kept
+print(min(faults(default, default) for _ in range(2)), large)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_the_default_evaluation_batch_reuses_its_memory_on_cpu():
     """ResNet-32 on 32x32 images: at the default eval batch every activation stays in memory the process keeps;
-    at 1024 (64 MB activations, over the 32 MB the allocator can keep) each pass faults them in again."""
+    at 1024 (64 MB activations, over the 32 MB the allocator can keep) each pass faults them in again. The
+    fewest faults of two passes each: a pass right after a larger one may fault a block in once more (16 pages
+    per image seen once in CI at the default batch), a steady one does not."""
     out = subprocess.run([sys.executable, "-c", EVALUATION], capture_output=True, text=True, check=True,
                          env={"OMP_NUM_THREADS": "1", "PATH": ""}).stdout.split()
     default, large = float(out[0]), float(out[1])
-    assert default < 5 and large > 100  # pages per image (measured: 0 against 500-800)
+    assert default < 5 and large > 100  # pages per image (measured: 0 against 296-760)
