@@ -98,6 +98,7 @@ class RunFolder(HoldsLock):
 
         def open_on_main() -> str | None:
             nonlocal lock
+            store.check_writable()  # a folder committed to git comes back without its empty stages/
             lock = RunLock(run_dir)
             lock.acquire_unless_running()
             try:
