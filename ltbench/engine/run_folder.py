@@ -98,10 +98,10 @@ class RunFolder(HoldsLock):
 
         def open_on_main() -> str | None:
             nonlocal lock
-            store.check_writable()  # a folder committed to git comes back without its empty stages/
             lock = RunLock(run_dir)
             lock.acquire_unless_running()
             try:
+                store.check_writable()  # a folder committed to git comes back without its empty stages/
                 return _open_resume(run_dir, plan, reporter)
             except BaseException:
                 lock.release()
