@@ -4,15 +4,17 @@ the paper protocol (results/paper/cifar10-lt-if100): cRT's 30-epoch stage 2 on t
 stage 1, against the committed crt run.
 
     python benchmarks/reproduce.py [--data-root ~/data] [--tolerance 1.5]
-    python benchmarks/reproduce.py --paper-crt [--data-root ~/data] [--tolerance 0]
+    python benchmarks/reproduce.py --paper-crt [--data-root ~/data] [--tolerance 0.005]
 
 --paper-crt runs the code of the commit that made the committed run (its config.json's git_commit, checked
 out with `git worktree` into a temporary folder), because a stage key hashes the code that trains it: only
 that code finds the committed CE stage 1 under its key. Before anything trains, a dry run must say that stage
 1 is reused (else the script stops: it never trains the 200-epoch stage 1). CIFAR-10 comes from --data-root
 (`cifar10/{train,test}/<class>/`: the JPEG copy of ../shared/data extracted, as the paper folder's README
-says). In fp32 on a machine of the same kind the stage 2 is deterministic and the differences are 0; another
-CPU kind (AVX2 vs AVX-512 kernels) may round differently, hence --tolerance.
+says). Measured 2026-12-08 on the Intel AVX-512 kind, one thread (the committed run had two): top-1 and the
+shot-group accuracies equal, ECE equal to the 2 printed decimals (19.04) but not in the last bits, as confidences
+summed in another order round differently; hence the default tolerance of half the last printed digit (0.005).
+Another CPU kind (AVX2 vs AVX-512 kernels) may round more differently over 30 epochs: raise --tolerance there.
 
 MNIST comes from --data-root (torchvision's MNIST/raw layout; `ltbench run --download` fetches it) or
 from ../shared/data/mnist when present. On the machine that made the numbers (same CPU type, same torch)
@@ -73,7 +75,7 @@ def compare(fresh: dict, committed: dict, tolerance: float) -> int:
         print(f"{identity[0]:<28}" + "".join(cells))
     if not fresh:
         failures.append("no finished run came back")
-    print(f"largest difference {worst:.2f} points (tolerance {tolerance})")
+    print(f"largest difference {worst:.4f} points (tolerance {tolerance})")
     for failure in failures:
         print(f"FAIL {failure}")
     print("reproduced" if not failures else "NOT reproduced")
@@ -127,12 +129,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--tolerance", type=float, default=None,
-                        help="points of top-1, shot-group accuracy and ECE (default 1.5; 0 with --paper-crt)")
+                        help="points of top-1, shot-group accuracy and ECE (default 1.5; 0.005 with --paper-crt)")
     parser.add_argument("--paper-crt", action="store_true",
                         help="cRT's stage 2 on the committed paper-protocol CE stage 1 (results/paper/cifar10-lt-if100)")
     args = parser.parse_args(argv)
     if args.paper_crt:
-        return paper_crt(args.data_root, 0.0 if args.tolerance is None else args.tolerance)
+        return paper_crt(args.data_root, 0.005 if args.tolerance is None else args.tolerance)
     args.tolerance = 1.5 if args.tolerance is None else args.tolerance
     data_root = args.data_root
     shared = REPO.parent / "shared" / "data"
