@@ -40,17 +40,21 @@ KEYS = ("acc", "many_acc", "medium_acc", "few_acc", "ece")
 PAPER = REPO / "results" / "paper" / "cifar10-lt-if100"
 
 
-def runs_by_identity(folder: Path) -> dict:
-    """(method, options, seed) -> metrics of every finished run under ``folder`` (read via ltbench.record)."""
+def finished_records(folder: Path) -> list:
+    """The RunRecord of every finished run under ``folder`` (read via ltbench.record)."""
     from ltbench.record import is_finished, read, run_folders
 
-    runs = {}
-    for run in filter(is_finished, run_folders(folder)):
-        record = read(run)
-        config = record.config
-        identity = (config["method"], json.dumps(config["method_options"], sort_keys=True), config["seed"])
-        runs[identity] = record.metrics
-    return runs
+    return [read(run) for run in filter(is_finished, run_folders(folder))]
+
+
+def identity(config: dict) -> tuple:
+    """What pairs a fresh run with a committed one: (method, options, seed)."""
+    return config["method"], json.dumps(config["method_options"], sort_keys=True), config["seed"]
+
+
+def runs_by_identity(folder: Path) -> dict:
+    """identity -> metrics of every finished run under ``folder``."""
+    return {identity(record.config): record.metrics for record in finished_records(folder)}
 
 
 def compare(fresh: dict, committed: dict, tolerance: float) -> int:
@@ -84,10 +88,8 @@ def compare(fresh: dict, committed: dict, tolerance: float) -> int:
 
 def paper_crt(data_root: str | None, tolerance: float) -> int:
     """cRT's stage 2 on the committed CE stage 1, run by the code of the commit that made the committed run."""
-    from ltbench.record import is_finished, read, run_folders
-
-    finished = [read(run) for run in filter(is_finished, run_folders(PAPER))]
-    crt = [r for r in finished if r.config["method"] == "crt" and r.config["method_options"].get("bn") == "train"]
+    crt = [r for r in finished_records(PAPER)
+           if r.config["method"] == "crt" and r.config["method_options"].get("bn") == "train"]
     if not crt:
         print(f"no finished crt run under {PAPER / 'runs'} yet: nothing to reproduce")
         return 1
@@ -119,8 +121,7 @@ def paper_crt(data_root: str | None, tolerance: float) -> int:
             fresh = runs_by_identity(results)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
-    committed = {(r.config["method"], json.dumps(r.config["method_options"], sort_keys=True), r.config["seed"]):
-                 r.metrics for r in crt}
+    committed = {identity(r.config): r.metrics for r in crt}
     print(f"code of {commit[:7]} (the committed run's), stage 1 {stage1} reused, stage 2 trained here")
     return compare(fresh, committed, tolerance)
 
@@ -149,6 +150,7 @@ def main(argv=None) -> int:
         fresh = runs_by_identity(Path(tmp) / "results")
     committed = runs_by_identity(REFERENCE)
     return compare(fresh, committed, args.tolerance)
+
 
 if __name__ == "__main__":
     sys.exit(main())
